@@ -1,0 +1,357 @@
+"""The catalog: artifact names, their immutable versions, files and audit events, in SQL.
+
+Everything returned is a plain record from `modelyard.domain`; ORM rows stay in this package.
+Version numbers are handed out under a lock on the artifact's row (SELECT ... FOR UPDATE on
+PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers), and the unique (artifact, number)
+constraint backs that up, so concurrent registrations under one name get distinct numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, insert, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from modelyard.catalog.db import create_catalog_engine, ensure_schema, safe_url, writer_engine
+from modelyard.catalog.tables import ArtifactRow, EventRow, FileRow, VersionRow, VersionTagRow
+from modelyard.domain import FileUse, ListFilters, VersionRecord, VersionSummary
+from modelyard.errors import CatalogError, NotFoundError
+from modelyard.manifest import ArtifactManifest, parse_manifest
+from modelyard.names import RESERVED_REFS, Reference
+
+ManifestBuilder = Callable[[int], ArtifactManifest]
+_INSERT_RETRIES = 5
+_FILE_INSERT_BATCH = 5000
+
+
+class Catalog:
+    """SQL-backed metadata for the registry."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = create_catalog_engine(url)
+        self._writer = writer_engine(self.engine)
+        try:
+            ensure_schema(self.engine)
+        except OperationalError as exc:
+            raise CatalogError(f"cannot open the catalog at {safe_url(url)}: {exc.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- registration ---------------------------------------------------------------------
+
+    def add_version(
+        self,
+        *,
+        name: str,
+        content_key: str,
+        build_manifest: ManifestBuilder,
+        registered_by: str,
+        source_path: str | None,
+    ) -> tuple[VersionRecord, bool]:
+        """Add the next version of `name`, or return the existing one with the same content key.
+
+        `build_manifest(number)` makes the manifest once the number is known. Returns the
+        version and whether it was created.
+        """
+        for attempt in range(_INSERT_RETRIES):
+            try:
+                return self._add_version_once(name, content_key, build_manifest, registered_by, source_path)
+            except IntegrityError:
+                if attempt == _INSERT_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _add_version_once(
+        self,
+        name: str,
+        content_key: str,
+        build_manifest: ManifestBuilder,
+        registered_by: str,
+        source_path: str | None,
+    ) -> tuple[VersionRecord, bool]:
+        now = datetime.now(UTC)
+        with Session(self._writer) as session, session.begin():
+            artifact = self._lock_artifact(session, name, now)
+            existing = session.scalars(
+                select(VersionRow)
+                .where(VersionRow.artifact_id == artifact.id, VersionRow.content_key == content_key)
+                .order_by(VersionRow.number.desc())
+                .limit(1)
+            ).first()
+            if existing is not None:
+                return _record(name, existing), False
+            number = artifact.version_count + 1
+            manifest = build_manifest(number)
+            manifest_json = manifest.to_json()
+            row = VersionRow(
+                artifact_id=artifact.id,
+                number=number,
+                registered_at=now,
+                registered_by=registered_by,
+                source_path=source_path,
+                created_at=manifest.created_at,
+                content_key=content_key,
+                manifest_sha256=hashlib.sha256(manifest_json.encode()).hexdigest(),
+                manifest_json=manifest_json,
+                component=manifest.component,
+                task=manifest.task,
+                node_type=manifest.node_type,
+                base_model=manifest.base_model,
+                precision=manifest.precision,
+                quantized=manifest.quantized,
+                file_count=len(manifest.files),
+                total_size=manifest.total_size,
+            )
+            session.add(row)
+            artifact.version_count = number
+            session.flush()
+            self._insert_files(session, row.id, manifest)
+            for tag in dict.fromkeys(manifest.train_data_tags):
+                session.add(VersionTagRow(version_id=row.id, tag=tag))
+            session.add(_event(now, registered_by, "register", name, number, {"source_path": source_path}))
+        return (
+            VersionRecord(
+                artifact_name=name,
+                number=number,
+                manifest=manifest,
+                content_key=content_key,
+                registered_at=now,
+                registered_by=registered_by,
+                source_path=source_path,
+            ),
+            True,
+        )
+
+    def _lock_artifact(self, session: Session, name: str, now: datetime) -> ArtifactRow:
+        """Get or create the artifact row and lock it for the rest of the transaction."""
+        if session.bind is not None and session.get_bind().dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            session.execute(
+                pg_insert(ArtifactRow)
+                .values(name=name, created_at=now, version_count=0)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+        artifact = session.scalars(select(ArtifactRow).where(ArtifactRow.name == name).with_for_update()).first()
+        if artifact is None:
+            artifact = ArtifactRow(name=name, created_at=now, version_count=0)
+            session.add(artifact)
+            session.flush()
+        return artifact
+
+    def _insert_files(self, session: Session, version_id: int, manifest: ArtifactManifest) -> None:
+        rows = [
+            {"version_id": version_id, "path": entry.path, "size": entry.size, "sha256": entry.sha256}
+            for entry in manifest.files
+        ]
+        for start in range(0, len(rows), _FILE_INSERT_BATCH):
+            session.execute(insert(FileRow), rows[start : start + _FILE_INSERT_BATCH])
+
+    def find_by_content(self, name: str, content_key: str) -> VersionRecord | None:
+        with Session(self.engine) as session:
+            row = session.scalars(
+                select(VersionRow)
+                .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
+                .where(ArtifactRow.name == name, VersionRow.content_key == content_key)
+                .order_by(VersionRow.number.desc())
+                .limit(1)
+            ).first()
+            return _record(name, row) if row is not None else None
+
+    # -- reading --------------------------------------------------------------------------
+
+    def resolve(self, reference: Reference) -> VersionRecord:
+        """The version a `NAME@REF` names; NotFoundError says what exists instead."""
+        with Session(self.engine) as session:
+            artifact = session.scalars(select(ArtifactRow).where(ArtifactRow.name == reference.name)).first()
+            if artifact is None:
+                raise NotFoundError(
+                    f"no artifact named {reference.name!r}; run 'modelyard list' to see the registered names"
+                )
+            query = select(VersionRow).where(VersionRow.artifact_id == artifact.id)
+            number = reference.version_number
+            if number is not None:
+                query = query.where(VersionRow.number == number)
+            elif reference.ref == "latest":
+                query = query.order_by(VersionRow.number.desc()).limit(1)
+            else:
+                raise NotFoundError(
+                    f"unknown reference {reference.ref!r} for {reference.name}; use a version number "
+                    f"(1..{artifact.version_count}) or one of: {', '.join(RESERVED_REFS)}"
+                )
+            row = session.scalars(query).first()
+            if row is None:
+                raise NotFoundError(
+                    f"{reference.name} has no version {reference.ref}; its versions are 1..{artifact.version_count}"
+                )
+            return _record(reference.name, row)
+
+    def list_versions(self, filters: ListFilters, *, latest_only: bool) -> list[VersionSummary]:
+        """Versions matching the filters, newest registration first; one per artifact when
+        `latest_only` (its newest version, shown when that version matches)."""
+        with Session(self.engine) as session:
+            query = select(VersionRow, ArtifactRow.name, ArtifactRow.version_count).join(
+                ArtifactRow, ArtifactRow.id == VersionRow.artifact_id
+            )
+            if latest_only:
+                query = query.where(VersionRow.number == ArtifactRow.version_count)
+            for column, value in (
+                (VersionRow.component, filters.component),
+                (VersionRow.task, filters.task),
+                (VersionRow.node_type, filters.node_type),
+                (VersionRow.base_model, filters.base_model),
+            ):
+                if value is not None:
+                    query = query.where(column == value)
+            if filters.tag is not None:
+                query = query.where(
+                    select(VersionTagRow.version_id)
+                    .where(and_(VersionTagRow.version_id == VersionRow.id, VersionTagRow.tag == filters.tag))
+                    .exists()
+                )
+            query = query.order_by(ArtifactRow.name, VersionRow.number.desc())
+            results = session.execute(query).all()
+            tags = self._tags_for(session, [row.VersionRow.id for row in results])
+            return [
+                VersionSummary(
+                    artifact_name=name,
+                    number=version.number,
+                    version_count=count,
+                    registered_at=_utc(version.registered_at),
+                    created_at=_utc(version.created_at),
+                    component=version.component,
+                    task=version.task,
+                    node_type=version.node_type,
+                    base_model=version.base_model,
+                    precision=version.precision,
+                    quantized=version.quantized,
+                    file_count=version.file_count,
+                    total_size=version.total_size,
+                    train_data_tags=tuple(tags.get(version.id, ())),
+                )
+                for version, name, count in results
+            ]
+
+    def _tags_for(self, session: Session, version_ids: list[int]) -> dict[int, list[str]]:
+        tags: dict[int, list[str]] = {}
+        for start in range(0, len(version_ids), 500):
+            chunk = version_ids[start : start + 500]
+            rows = session.execute(
+                select(VersionTagRow.version_id, VersionTagRow.tag)
+                .where(VersionTagRow.version_id.in_(chunk))
+                .order_by(VersionTagRow.tag)
+            )
+            for version_id, tag in rows:
+                tags.setdefault(version_id, []).append(tag)
+        return tags
+
+    def file_uses(self, versions: Iterable[VersionRecord] | None = None) -> dict[str, list[FileUse]]:
+        """Blob digest -> where it is used; for all versions, or only the given ones."""
+        with Session(self.engine) as session:
+            query = (
+                select(FileRow.sha256, ArtifactRow.name, VersionRow.number, FileRow.path)
+                .join(VersionRow, VersionRow.id == FileRow.version_id)
+                .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
+            )
+            if versions is not None:
+                wanted = [(v.artifact_name, v.number) for v in versions]
+                if not wanted:
+                    return {}
+                conditions = [and_(ArtifactRow.name == n, VersionRow.number == k) for n, k in wanted]
+                from sqlalchemy import or_
+
+                query = query.where(or_(*conditions))
+            uses: dict[str, list[FileUse]] = {}
+            for digest, name, number, path in session.execute(query):
+                uses.setdefault(digest, []).append(FileUse(name, number, path))
+            return uses
+
+    def referenced_digests(self) -> set[str]:
+        """Every blob digest any version references (what gc must keep)."""
+        with Session(self.engine) as session:
+            return set(session.scalars(select(FileRow.sha256).distinct()))
+
+    def versions_of(self, name: str) -> list[VersionRecord]:
+        with Session(self.engine) as session:
+            artifact = session.scalars(select(ArtifactRow).where(ArtifactRow.name == name)).first()
+            if artifact is None:
+                raise NotFoundError(f"no artifact named {name!r}; run 'modelyard list' to see the registered names")
+            rows = session.scalars(
+                select(VersionRow).where(VersionRow.artifact_id == artifact.id).order_by(VersionRow.number)
+            ).all()
+            return [_record(name, row) for row in rows]
+
+    def count_versions(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.scalar(select(func.count()).select_from(VersionRow)) or 0)
+
+    # -- audit ----------------------------------------------------------------------------
+
+    def record_event(
+        self,
+        actor: str,
+        action: str,
+        artifact_name: str | None = None,
+        version_number: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        with Session(self._writer) as session, session.begin():
+            session.add(_event(datetime.now(UTC), actor, action, artifact_name, version_number, details or {}))
+
+    def events(self, limit: int = 100) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            rows = session.scalars(select(EventRow).order_by(EventRow.id.desc()).limit(limit)).all()
+            return [
+                {
+                    "at": _utc(row.at).isoformat(),
+                    "actor": row.actor,
+                    "action": row.action,
+                    "artifact_name": row.artifact_name,
+                    "version_number": row.version_number,
+                    "details": json.loads(row.details_json),
+                }
+                for row in rows
+            ]
+
+
+def _event(
+    at: datetime,
+    actor: str,
+    action: str,
+    name: str | None,
+    number: int | None,
+    details: dict[str, Any],
+) -> EventRow:
+    return EventRow(
+        at=at,
+        actor=actor,
+        action=action,
+        artifact_name=name,
+        version_number=number,
+        details_json=json.dumps(details, sort_keys=True),
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite returns naive datetimes; everything modelyard stores is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _record(name: str, row: VersionRow) -> VersionRecord:
+    return VersionRecord(
+        artifact_name=name,
+        number=row.number,
+        manifest=parse_manifest(row.manifest_json, f"catalog manifest of {name}@{row.number}"),
+        content_key=row.content_key,
+        registered_at=_utc(row.registered_at),
+        registered_by=row.registered_by,
+        source_path=row.source_path,
+    )

@@ -1,0 +1,107 @@
+"""The catalog's tables (SQLAlchemy 2 ORM). Rows never leave `modelyard.catalog`.
+
+Surrogate integer keys throughout; names and version numbers are unique constraints, so the
+database itself refuses two versions with the same number under one name.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ArtifactRow(Base):
+    """An artifact name; its versions hang off it."""
+
+    __tablename__ = "artifacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The highest version number handed out; bumped under the row's lock.
+    version_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class VersionRow(Base):
+    """One immutable version. `manifest_json` is the manifest as validated and exported."""
+
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("artifact_id", "number", name="uq_versions_artifact_number"),
+        Index("ix_versions_artifact_content", "artifact_id", "content_key"),
+        Index("ix_versions_task", "task"),
+        Index("ix_versions_base_model", "base_model"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="RESTRICT"))
+    number: Mapped[int] = mapped_column(Integer)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    registered_by: Mapped[str] = mapped_column(String(200))
+    source_path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    content_key: Mapped[str] = mapped_column(String(64))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    manifest_json: Mapped[str] = mapped_column(Text)
+    # Copies of manifest fields that listings filter on.
+    component: Mapped[str | None] = mapped_column(String(100))
+    task: Mapped[str | None] = mapped_column(String(100))
+    node_type: Mapped[str | None] = mapped_column(String(50))
+    base_model: Mapped[str | None] = mapped_column(String(300))
+    precision: Mapped[str | None] = mapped_column(String(20))
+    quantized: Mapped[bool] = mapped_column(Boolean)
+    file_count: Mapped[int] = mapped_column(Integer)
+    total_size: Mapped[int] = mapped_column(BigInteger)
+
+
+class VersionTagRow(Base):
+    """A version's train_data_tags, one row each, for `list --tag`."""
+
+    __tablename__ = "version_tags"
+    __table_args__ = (Index("ix_version_tags_tag", "tag"),)
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class FileRow(Base):
+    """A file of a version. `sha256` names its blob; gc keeps every blob named here."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_sha256", "sha256"),)
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class EventRow(Base):
+    """Append-only audit log: who did what to which version, when."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_artifact", "artifact_name", "version_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50))
+    artifact_name: Mapped[str | None] = mapped_column(String(200))
+    version_number: Mapped[int | None] = mapped_column(Integer)
+    details_json: Mapped[str] = mapped_column(Text, default="{}")

@@ -1,0 +1,157 @@
+"""`modelyard list`, `modelyard show` and `modelyard schema`: reading the catalog."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from modelyard.cli._common import (
+    HomeOpt,
+    JsonOpt,
+    NodeType,
+    format_bytes,
+    open_registry,
+    print_json,
+    print_table,
+)
+
+
+def list_command(
+    component: Annotated[str | None, typer.Option(help="Only this component.")] = None,
+    task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
+    node_type: Annotated[NodeType | None, typer.Option(help="Only this node type.")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Only this base model.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only versions trained on this data tag.")] = None,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Every version, not only each artifact's latest.")
+    ] = False,
+    home: HomeOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """List artifacts (their latest version) or, with --all-versions, every version."""
+    from modelyard.domain import ListFilters
+
+    filters = ListFilters(
+        component=component,
+        task=task,
+        node_type=node_type.value if node_type else None,
+        base_model=base_model,
+        tag=tag,
+    )
+    with open_registry(home) as registry:
+        rows = registry.list(filters, all_versions=all_versions)
+    if json_output:
+        print_json(
+            [
+                {
+                    "artifact_name": row.artifact_name,
+                    "model_version": row.number,
+                    "ref": row.ref,
+                    "versions": row.version_count,
+                    "component": row.component,
+                    "task": row.task,
+                    "node_type": row.node_type,
+                    "base_model": row.base_model,
+                    "precision": row.precision,
+                    "quantized": row.quantized,
+                    "train_data_tags": list(row.train_data_tags),
+                    "files": row.file_count,
+                    "size": row.total_size,
+                    "created_at": row.created_at.isoformat(),
+                    "registered_at": row.registered_at.isoformat(),
+                }
+                for row in rows
+            ]
+        )
+        return
+    if not rows:
+        sys.stderr.write("no artifacts match\n")
+        return
+    print_table(
+        ["NAME", "VERSION", "TASK", "BASE MODEL", "NODE TYPE", "PRECISION", "FILES", "SIZE", "REGISTERED"],
+        [
+            [
+                row.artifact_name,
+                str(row.number) if all_versions else f"{row.number} of {row.version_count}",
+                row.task or "-",
+                row.base_model or "-",
+                row.node_type or "-",
+                (row.precision or "-") + (" (q)" if row.quantized and row.precision != "int8" else ""),
+                str(row.file_count),
+                format_bytes(row.total_size),
+                row.registered_at.strftime("%Y-%m-%d %H:%M"),
+            ]
+            for row in rows
+        ],
+    )
+
+
+def show_command(
+    reference: Annotated[str, typer.Argument(metavar="NAME[@REF]", help="NAME, NAME@N or NAME@latest.")],
+    home: HomeOpt = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the manifest object as JSON.")] = False,
+) -> None:
+    """Show a version: its manifest and its files."""
+    with open_registry(home) as registry:
+        version = registry.show(reference)
+    manifest = version.manifest
+    if json_output:
+        sys.stdout.write(manifest.to_json())
+        return
+    out = sys.stdout.write
+    out(f"{version.ref}\n")
+    out(f"  registered            {version.registered_at:%Y-%m-%d %H:%M:%S}Z by {version.registered_by}\n")
+    if version.source_path:
+        out(f"  from                  {version.source_path}\n")
+    data = manifest.model_dump(mode="json", by_alias=True)
+    for key in (
+        "created_at",
+        "component",
+        "base_model",
+        "task",
+        "embedding_dim",
+        "precision",
+        "quantized",
+        "node_type",
+        "privacy_level",
+        "license",
+        "train_data_tags",
+        "training_config_hash",
+        "run_name",
+    ):
+        value = data.get(key)
+        if value not in (None, [], {}):
+            shown = ", ".join(value) if isinstance(value, list) else value
+            out(f"  {key:<21} {shown}\n")
+    for key in (
+        "model_config",
+        "input_spec",
+        "training_config",
+        "checkpoint_policy",
+        "data_prep_profile",
+        "metrics",
+    ):
+        value = {k: v for k, v in (data.get(key) or {}).items() if v not in (None, [])}
+        if value:
+            shown = ", ".join(f"{k}={v}" for k, v in value.items())
+            out(f"  {key:<21} {shown}\n")
+    out(f"files ({len(manifest.files)}, {format_bytes(manifest.total_size)}):\n")
+    print_table(
+        ["  SIZE", "SHA256", "PATH"],
+        [[f"  {format_bytes(f.size)}", f.sha256[:16], f.path] for f in manifest.files],
+    )
+
+
+def schema_command() -> None:
+    """Print the JSON Schema of artifact_manifest.json."""
+    from modelyard.manifest import json_schema_text
+
+    sys.stdout.write(json_schema_text())
+
+
+def install(app: typer.Typer) -> None:
+    app.command("list")(list_command)
+    app.command("show")(show_command)
+    app.command("schema")(schema_command)

@@ -1,0 +1,91 @@
+"""Plain, immutable records that cross layers: what the catalog returns and the registry reports.
+
+They hold no database or filesystem handles, so the CLI, the server and library users can keep
+and compare them freely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from modelyard.manifest import ArtifactManifest
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One registered version: its manifest and where it came from."""
+
+    artifact_name: str
+    number: int
+    manifest: ArtifactManifest
+    content_key: str
+    registered_at: datetime
+    registered_by: str
+    source_path: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.artifact_name}@{self.number}"
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    """A version as listings show it, without its file list."""
+
+    artifact_name: str
+    number: int
+    version_count: int
+    registered_at: datetime
+    created_at: datetime
+    component: str | None
+    task: str | None
+    node_type: str | None
+    base_model: str | None
+    precision: str | None
+    quantized: bool
+    file_count: int
+    total_size: int
+    train_data_tags: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.artifact_name}@{self.number}"
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    """Filters of `list`; each set field must match exactly (tag: one of the version's tags)."""
+
+    component: str | None = None
+    task: str | None = None
+    node_type: str | None = None
+    base_model: str | None = None
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class FileUse:
+    """A place where a blob is used: the version and the path inside it."""
+
+    artifact_name: str
+    number: int
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.artifact_name}@{self.number}:{self.path}"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `register` did. `created` is False when an identical version already existed."""
+
+    version: VersionRecord
+    created: bool
+    files_total: int
+    bytes_total: int
+    files_read: int
+    bytes_read: int
+    bytes_added: int
+    methods: dict[str, int] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()

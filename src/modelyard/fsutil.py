@@ -1,0 +1,40 @@
+"""Filesystem durability helpers: fsync a directory, syncfs a whole filesystem."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+_libc: ctypes.CDLL | None = None
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (creations, renames) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def syncfs(path: Path) -> None:
+    """Flush every dirty page of the filesystem holding `path` (Linux syncfs(2)).
+
+    One syncfs makes thousands of freshly written small files durable far faster than one fsync
+    each. Where syncfs does not exist, os.sync() flushes every filesystem instead.
+    """
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    function = getattr(_libc, "syncfs", None)
+    if function is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if function(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), str(path))
+    finally:
+        os.close(fd)

@@ -1,0 +1,198 @@
+"""Step 1 of the flow: turn a training output into a new immutable version.
+
+scan the source -> resolve metadata (flags, run manifest, config) -> look up the stat cache ->
+store the files not already stored -> publish the blobs durably -> commit the version.
+
+The catalog commit comes last, so a version is visible only once all its blobs are durable.
+Registering content that an existing version of the same name already holds (same files, same
+user-given fields) returns that version. When every file is in the stat cache, that check runs
+before anything is read or locked.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from modelyard.config import Settings
+from modelyard.digest import canonical_json
+from modelyard.domain import Registration, VersionRecord
+from modelyard.errors import InvalidInputError
+from modelyard.manifest import ArtifactManifest, FileEntry, format_validation_error, load_run_manifest
+from modelyard.progress import NullProgress, Progress
+from modelyard.register.ingest import IngestResult, ingest
+from modelyard.register.metadata import RegisterOptions, ResolvedMetadata, resolve_metadata
+from modelyard.register.scan import SourceFile, SourceTree, scan_source
+from modelyard.register.statcache import StatCache
+from modelyard.store.base import BlobStore
+
+if TYPE_CHECKING:  # importing the catalog pulls in SQLAlchemy (~0.2 s): only when needed
+    from modelyard.catalog.catalog import Catalog
+
+FindExisting = Callable[[str, str], VersionRecord | None]
+
+
+@dataclass
+class RegistryParts:
+    """What the flow needs from the registry, opened lazily: the catalog only when needed."""
+
+    settings: Settings
+    store: Callable[[], BlobStore]
+    catalog: Callable[[], Catalog]
+    find_existing: FindExisting
+
+
+def register(
+    parts: RegistryParts,
+    path: str | Path,
+    options: RegisterOptions | None = None,
+    *,
+    link: bool = False,
+    progress: Progress | None = None,
+) -> Registration:
+    options = options or RegisterOptions()
+    progress = progress or NullProgress()
+    started_ns = time.time_ns()
+    source = scan_source(Path(path), options.exclude)
+    incoming = load_run_manifest(source.run_manifest) if source.run_manifest else None
+    meta = resolve_metadata(options, source, incoming, parts.settings.vocabulary)
+
+    cache = StatCache(parts.settings.stat_cache_path)
+    try:
+        cached = cache.lookup(source.files)
+        unchanged = _unchanged_version(parts, source, meta, cached)
+        if unchanged is not None:
+            return unchanged
+        store = parts.store()
+        catalog = parts.catalog()
+        with store.writer() as writer:
+            result = ingest(
+                source.files,
+                store=store,
+                writer=writer,
+                cached=cached,
+                link=link,
+                workers=parts.settings.hash_workers,
+                progress=progress,
+            )
+            _check_incoming_files(meta, result.entries, source)
+            key = content_key(meta.identity, ((e.path, e.size, e.sha256) for e in result.entries))
+            writer.publish()
+            version, created = catalog.add_version(
+                name=meta.artifact_name,
+                content_key=key,
+                build_manifest=lambda number: _build_manifest(meta, number, result.entries),
+                registered_by=current_user(),
+                source_path=str(source.root if len(source.files) > 1 else source.files[0].abspath),
+            )
+        cache.record(_restat(result.read), started_ns)
+    finally:
+        cache.close()
+    return _registration(version, created, source, meta, result)
+
+
+def _unchanged_version(
+    parts: RegistryParts, source: SourceTree, meta: ResolvedMetadata, cached: dict[str, str]
+) -> Registration | None:
+    """The existing version, if every file is cached and that exact content is registered."""
+    if len(cached) != len(source.files):
+        return None
+    digests = [cached[str(f.abspath)] for f in source.files]
+    key = content_key(meta.identity, ((f.relpath, f.size, d) for f, d in zip(source.files, digests, strict=True)))
+    existing = parts.find_existing(meta.artifact_name, key)
+    if existing is None or not parts.store().has_all(digests):
+        return None
+    return _registration(existing, False, source, meta, IngestResult(entries=[]))
+
+
+def content_key(identity: dict[str, Any], files: Iterable[tuple[str, int, str]]) -> str:
+    """What makes two registrations the same version: user-given fields and the exact files."""
+    hasher = hashlib.sha256(canonical_json(_jsonable(identity)))
+    for path, size, sha256 in files:
+        hasher.update(f"\n{path}\0{size}\0{sha256}".encode())
+    return hasher.hexdigest()
+
+
+def _jsonable(identity: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in identity.items()}
+
+
+def _check_incoming_files(meta: ResolvedMetadata, entries: list[FileEntry], source: SourceTree) -> None:
+    """A run manifest that lists files vouches for them: each must be present and identical."""
+    if not meta.incoming_files:
+        return
+    stored = {entry.path: entry for entry in entries}
+    manifest_path = source.run_manifest
+    for claimed in meta.incoming_files:
+        entry = stored.get(claimed["path"])
+        if entry is None:
+            raise InvalidInputError(
+                f"lists {claimed['path']!r}, which is not in the directory", path=manifest_path, field="files"
+            )
+        if (entry.size, entry.sha256) != (claimed["size"], claimed["sha256"]):
+            raise InvalidInputError(
+                f"{claimed['path']!r} should have size {claimed['size']} and sha256 {claimed['sha256'][:12]}…, "
+                f"the file has size {entry.size} and sha256 {entry.sha256[:12]}…",
+                path=manifest_path,
+                field="files",
+            )
+
+
+def _build_manifest(meta: ResolvedMetadata, number: int, entries: list[FileEntry]) -> ArtifactManifest:
+    data = {**meta.fields, "artifact_name": meta.artifact_name, "model_version": number, "files": entries}
+    try:
+        return ArtifactManifest.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, "manifest") from None
+
+
+def _restat(read: list[tuple[SourceFile, str]]) -> list[tuple[SourceFile, str]]:
+    """Stat files again after storing them (linking changes their ctime) for the stat cache."""
+    fresh = []
+    for source, digest in read:
+        try:
+            st = os.stat(source.abspath)
+        except OSError:
+            continue
+        if (st.st_size, st.st_mtime_ns) == (source.size, source.mtime_ns):
+            fresh.append((SourceFile.from_stat(source.relpath, source.abspath, st), digest))
+    return fresh
+
+
+def _registration(
+    version: VersionRecord, created: bool, source: SourceTree, meta: ResolvedMetadata, result: IngestResult
+) -> Registration:
+    warnings = list(meta.warnings)
+    incoming = meta.incoming_model_version
+    if incoming is not None and str(incoming) != str(version.number):
+        warnings.append(
+            f"the run's manifest says model_version {incoming!r}; the registry numbers this version "
+            f"{version.number} ({version.ref})"
+        )
+    return Registration(
+        version=version,
+        created=created,
+        files_total=len(source.files),
+        bytes_total=source.total_size,
+        files_read=result.files_read,
+        bytes_read=result.bytes_read,
+        bytes_added=result.bytes_added,
+        methods=dict(result.methods),
+        warnings=tuple(warnings),
+    )
+
+
+def current_user() -> str:
+    """The OS user running this process (recorded as who registered a version)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"

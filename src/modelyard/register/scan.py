@@ -1,0 +1,154 @@
+"""Walk a training output (a directory or one file) into the list of files to register.
+
+Rules: regular files only; a symlink is followed when its target stays inside the registered
+directory and refused when it points outside (or nowhere); file names must be UTF-8 and
+portable ('/'-separated, no backslashes); `--exclude` patterns drop files or whole directories.
+The top-level `artifact_manifest.json` is not a file of the artifact: it is the metadata source.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelyard.errors import InvalidInputError
+from modelyard.manifest import MANIFEST_FILENAME, check_relative_path
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file to register: where it sits in the artifact, where to read it, its stat."""
+
+    relpath: str
+    abspath: Path
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    dev: int
+
+    @classmethod
+    def from_stat(cls, relpath: str, abspath: Path, st: os.stat_result) -> SourceFile:
+        return cls(relpath, abspath, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """What `register PATH` will store."""
+
+    root: Path
+    run_name: str
+    files: list[SourceFile]
+    run_manifest: Path | None
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+def scan_source(path: Path, exclude: Sequence[str] = ()) -> SourceTree:
+    """List the files under `path` (or `path` itself), sorted by their path in the artifact."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InvalidInputError("no such file or directory", path=path) from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot access: {exc.strerror}", path=path) from None
+    absolute = path.absolute()
+    if stat.S_ISREG(st.st_mode):
+        return _single_file(absolute, st)
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidInputError("not a regular file or directory", path=path)
+    root = Path(os.path.realpath(absolute))
+    files: list[SourceFile] = []
+    manifest: Path | None = None
+    for relpath, abspath, file_stat in _walk(root, exclude):
+        if relpath == MANIFEST_FILENAME:
+            manifest = abspath
+            continue
+        files.append(SourceFile.from_stat(relpath, abspath, file_stat))
+    if not files:
+        raise InvalidInputError("no files to register (the directory is empty or everything is excluded)", path=path)
+    files.sort(key=lambda f: f.relpath)
+    return SourceTree(root=root, run_name=absolute.name, files=files, run_manifest=manifest)
+
+
+def _single_file(path: Path, st: os.stat_result) -> SourceTree:
+    if path.name == MANIFEST_FILENAME:
+        raise InvalidInputError(
+            f"{MANIFEST_FILENAME} describes a run directory; register the directory that holds it", path=path
+        )
+    _check_name(path.name, path)
+    return SourceTree(
+        root=path.parent,
+        run_name=path.stem,
+        files=[SourceFile.from_stat(path.name, path, st)],
+        run_manifest=None,
+    )
+
+
+def _walk(root: Path, exclude: Sequence[str]) -> list[tuple[str, Path, os.stat_result]]:
+    """Depth-first walk yielding (relative path, path to read, stat) for each regular file."""
+    found: list[tuple[str, Path, os.stat_result]] = []
+    visited_dirs = {str(root)}
+    stack: list[tuple[Path, str]] = [(root, "")]
+    while stack:
+        directory, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            raise InvalidInputError(f"cannot list directory: {exc.strerror}", path=directory) from None
+        for entry in entries:
+            relpath = f"{prefix}{entry.name}"
+            entry_path = Path(entry.path)
+            _check_name(relpath, entry_path)
+            if _excluded(relpath, entry.name, exclude):
+                continue
+            target, target_stat = _resolve(root, entry, entry_path)
+            if stat.S_ISDIR(target_stat.st_mode):
+                real = str(target)
+                if real in visited_dirs:
+                    continue  # a symlink loop, or a second link to a directory already walked
+                visited_dirs.add(real)
+                stack.append((target, relpath + "/"))
+            elif stat.S_ISREG(target_stat.st_mode):
+                found.append((relpath, target, target_stat))
+            else:
+                raise InvalidInputError("not a regular file (a socket, FIFO or device)", path=entry_path)
+    return found
+
+
+def _resolve(root: Path, entry: os.DirEntry[str], entry_path: Path) -> tuple[Path, os.stat_result]:
+    """The path to read and its stat; symlinks must resolve inside `root`."""
+    try:
+        if not entry.is_symlink():
+            return entry_path, entry.stat(follow_symlinks=False)
+        target = Path(os.path.realpath(entry_path))
+        if target != root and root not in target.parents:
+            raise InvalidInputError(
+                f"symlink points outside the registered directory (to {target}); "
+                "copy the file in or register its own directory",
+                path=entry_path,
+            )
+        return target, os.stat(target)
+    except FileNotFoundError:
+        raise InvalidInputError("symlink points to nothing (a dangling link)", path=entry_path) from None
+    except PermissionError as exc:
+        raise InvalidInputError(f"cannot access: {exc.strerror}", path=entry_path) from None
+
+
+def _check_name(relpath: str, path: Path) -> None:
+    if any("\udc80" <= char <= "\udcff" for char in relpath):
+        raise InvalidInputError("file name is not valid UTF-8; rename it", path=path)
+    try:
+        check_relative_path(relpath)
+    except ValueError as exc:
+        raise InvalidInputError(f"file name cannot be stored: {exc}", path=path) from None
+
+
+def _excluded(relpath: str, name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(relpath, p) or fnmatch.fnmatchcase(name, p) for p in patterns)

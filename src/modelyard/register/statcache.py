@@ -1,0 +1,119 @@
+"""Remember file digests by stat, so unchanged files are not read again (as git's index does).
+
+An entry is (path, device, inode, size, mtime_ns, ctime_ns) -> sha256, plus the time hashing
+started. It is trusted only if every stat field still matches and the file's mtime is clearly
+older than that start time: a write landing in the same timestamp tick as the one we hashed
+would otherwise go unnoticed ("racy git"). ctime catches edits that restore the old mtime.
+
+The cache is a local SQLite file in the registry home; losing it only costs re-reading files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from modelyard.register.scan import SourceFile
+
+# Timestamps come from the kernel's coarse clock (one tick, a few ms); filesystems with whole
+# second timestamps need the wider margin.
+_RACY_MARGIN_NS = 100_000_000
+_RACY_MARGIN_COARSE_NS = 2_000_000_000
+_LOOKUP_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    path TEXT PRIMARY KEY,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    hashed_at_ns INTEGER NOT NULL
+)
+"""
+
+
+class StatCache:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._connection: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection | None:
+        if self._connection is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=NORMAL")
+                connection.execute(_SCHEMA)
+                self._connection = connection
+            except sqlite3.DatabaseError:
+                # A damaged cache is worth nothing: start a new one.
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                return None
+            except OSError:
+                return None
+        return self._connection
+
+    def lookup(self, files: list[SourceFile]) -> dict[str, str]:
+        """abspath -> sha256 for the files whose entries are still valid."""
+        connection = self._connect()
+        if connection is None:
+            return {}
+        by_path = {str(f.abspath): f for f in files}
+        paths = list(by_path)
+        found: dict[str, str] = {}
+        try:
+            for start in range(0, len(paths), _LOOKUP_CHUNK):
+                chunk = paths[start : start + _LOOKUP_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = connection.execute(
+                    f"SELECT path, dev, ino, size, mtime_ns, ctime_ns, sha256, hashed_at_ns "
+                    f"FROM entries WHERE path IN ({marks})",
+                    chunk,
+                )
+                for path, dev, ino, size, mtime_ns, ctime_ns, sha256, hashed_at_ns in rows:
+                    current = by_path[path]
+                    if (dev, ino, size, mtime_ns, ctime_ns) == (
+                        current.dev,
+                        current.ino,
+                        current.size,
+                        current.mtime_ns,
+                        current.ctime_ns,
+                    ) and _settled(mtime_ns, hashed_at_ns):
+                        found[path] = sha256
+        except sqlite3.Error:
+            return {}
+        return found
+
+    def record(self, entries: Iterable[tuple[SourceFile, str]], hashed_at_ns: int) -> None:
+        """Remember digests of files as they were stat'ed after they were read."""
+        connection = self._connect()
+        if connection is None:
+            return
+        rows = [
+            (str(f.abspath), f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, sha256, hashed_at_ns)
+            for f, sha256 in entries
+        ]
+        if not rows:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            connection.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _settled(mtime_ns: int, hashed_at_ns: int) -> bool:
+    coarse = mtime_ns % 1_000_000_000 == 0
+    margin = _RACY_MARGIN_COARSE_NS if coarse else _RACY_MARGIN_NS
+    return mtime_ns < hashed_at_ns - margin
