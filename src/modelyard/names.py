@@ -128,8 +128,8 @@ def parse_name(name: str, vocabulary: Vocabulary | None = None) -> ParsedName:
         raise _name_error(name, "the name is empty")
     if len(name) > MAX_NAME_LENGTH:
         raise _name_error(name, f"the name is longer than {MAX_NAME_LENGTH} characters")
-    if name.count(".") >= 4 and _AUTO_TIMESTAMP.match(name.rsplit(".", 1)[-1]):
-        return _parse_auto(name)
+    if "." in name and not _MAJOR.match(name):
+        return _parse_auto(name)  # no '-v<N>' ending: it can only be the automatic form
     return _parse_structured(name, vocab)
 
 
@@ -142,6 +142,8 @@ def _parse_auto(name: str) -> ParsedName:
             f"(node_type.model_category.model_variant.run_name.timestamp), this one has {len(parts)}",
         )
     node_type, category, variant, run_name, stamp = parts
+    if not _AUTO_TIMESTAMP.match(stamp):
+        raise _name_error(name, f"timestamp {stamp!r} is not a valid %Y%m%dT%H%M%SZ time")
     if node_type not in (*NODE_TYPES, UNSET_PART):
         raise _name_error(name, f"node type {node_type!r} is not one of {', '.join(NODE_TYPES)} (or '{UNSET_PART}')")
     for label, part in (("model_category", category), ("model_variant", variant), ("run_name", run_name)):
@@ -184,7 +186,7 @@ def _parse_structured(name: str, vocab: Vocabulary) -> ParsedName:
         return ParsedName(name=name, form="short", major=int(match["major"]), base_model="-".join(tokens), quant=quant)
     tokens = tokens[: len(tokens) - len(purpose.split("-"))]
     component = None
-    if len(tokens) > 1 and tokens[0] in vocab.components:
+    if tokens[0] in vocab.components:
         component = tokens.pop(0)
     if not tokens:
         raise _name_error(name, f"the base-model part is missing before the purpose {purpose!r} (as in 'vit-base16')")

@@ -83,8 +83,9 @@ def register(
                 workers=parts.settings.hash_workers,
                 progress=progress,
             )
-            _check_incoming_files(meta, result.entries, source)
-            key = content_key(meta.identity, ((e.path, e.size, e.sha256) for e in result.entries))
+            files = [(e.path, e.size, e.sha256) for e in result.entries]
+            _check_incoming_files(meta, files, source)
+            key = content_key(meta.identity, files)
             writer.publish()
             version, created = catalog.add_version(
                 name=meta.artifact_name,
@@ -106,7 +107,9 @@ def _unchanged_version(
     if len(cached) != len(source.files):
         return None
     digests = [cached[str(f.abspath)] for f in source.files]
-    key = content_key(meta.identity, ((f.relpath, f.size, d) for f, d in zip(source.files, digests, strict=True)))
+    files = [(f.relpath, f.size, d) for f, d in zip(source.files, digests, strict=True)]
+    _check_incoming_files(meta, files, source)
+    key = content_key(meta.identity, files)
     existing = parts.find_existing(meta.artifact_name, key)
     if existing is None or not parts.store().has_all(digests):
         return None
@@ -125,22 +128,22 @@ def _jsonable(identity: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in identity.items()}
 
 
-def _check_incoming_files(meta: ResolvedMetadata, entries: list[FileEntry], source: SourceTree) -> None:
+def _check_incoming_files(meta: ResolvedMetadata, files: list[tuple[str, int, str]], source: SourceTree) -> None:
     """A run manifest that lists files vouches for them: each must be present and identical."""
     if not meta.incoming_files:
         return
-    stored = {entry.path: entry for entry in entries}
+    stored = {path: (size, sha256) for path, size, sha256 in files}
     manifest_path = source.run_manifest
     for claimed in meta.incoming_files:
-        entry = stored.get(claimed["path"])
-        if entry is None:
+        actual = stored.get(claimed["path"])
+        if actual is None:
             raise InvalidInputError(
                 f"lists {claimed['path']!r}, which is not in the directory", path=manifest_path, field="files"
             )
-        if (entry.size, entry.sha256) != (claimed["size"], claimed["sha256"]):
+        if actual != (claimed["size"], claimed["sha256"]):
             raise InvalidInputError(
                 f"{claimed['path']!r} should have size {claimed['size']} and sha256 {claimed['sha256'][:12]}…, "
-                f"the file has size {entry.size} and sha256 {entry.sha256[:12]}…",
+                f"the file has size {actual[0]} and sha256 {actual[1][:12]}…",
                 path=manifest_path,
                 field="files",
             )
