@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from modelyard import __version__
-from modelyard.cli import browse, maintenance, register, transfer
+from modelyard.cli import browse, demo, maintenance, register, transfer
 
 app = typer.Typer(
     name="modelyard",
@@ -42,6 +42,7 @@ register.install(app)
 browse.install(app)
 transfer.install(app)
 maintenance.install(app)
+demo.install(app)
 
 
 def main() -> None:

@@ -1,0 +1,124 @@
+"""The end-to-end walk behind `modelyard demo`: make a small training output, register it, show it.
+
+The generated run looks like seed 003's raw example (checkpoints, metrics, config, log, README)
+and carries the `artifact_manifest.json` a training script writes (seed 000's first example:
+`vision-vit-base16-embed-v1`). Its content is fixed, so running the demo again finds the same
+version instead of making a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from modelyard.digest import training_config_hash
+from modelyard.manifest import MANIFEST_FILENAME
+from modelyard.registry import Registry
+
+DEMO_NAME = "vision-vit-base16-embed-v1"
+TRAINING_CONFIG = {"batch_size": 256, "epochs": 10, "learning_rate": 1e-4, "optimizer": "adamw"}
+
+
+def make_demo_run(directory: Path) -> Path:
+    """Write the demo training output (idempotent: files are written once)."""
+    from safetensors.numpy import save_file
+
+    run = directory / "v5_5_20251124"
+    if (run / MANIFEST_FILENAME).exists():
+        return run
+    staging = directory / ".v5_5_20251124.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "checkpoints").mkdir(parents=True)
+    (staging / "metrics").mkdir()
+    rng = np.random.default_rng(20251124)
+    for index, name in enumerate(("epoch_5", "epoch_10")):
+        tensors = {
+            "patch_embed.weight": rng.standard_normal((768, 48)).astype(np.float16),
+            "head.weight": rng.standard_normal((768, 768)).astype(np.float16),
+            "head.bias": np.zeros(768, dtype=np.float16),
+        }
+        save_file(
+            tensors, str(staging / "checkpoints" / f"{name}.safetensors"), metadata={"epoch": str(5 * (index + 1))}
+        )
+    shutil.copy(staging / "checkpoints" / "epoch_10.safetensors", staging / "checkpoints" / "best.safetensors")
+    shutil.copy(staging / "checkpoints" / "epoch_10.safetensors", staging / "checkpoints" / "latest.safetensors")
+    (staging / "checkpoints" / "manifest.json").write_text(json.dumps({"best": "epoch_10", "latest": "epoch_10"}))
+    (staging / "metrics" / "training_metrics.json").write_text(
+        json.dumps({"best_val_loss": 0.38, "coverage": 0.99, "loss": [0.91, 0.64, 0.47, 0.41, 0.38]}, indent=2)
+    )
+    (staging / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in TRAINING_CONFIG.items()))
+    (staging / "training.log").write_text("".join(f"epoch {e} loss {0.9 - e * 0.05:.2f}\n" for e in range(1, 11)))
+    (staging / "README.md").write_text("# ViT-base/16 embedding, demo run\n")
+    manifest = {
+        "artifact_name": DEMO_NAME,
+        "component": "vision",
+        "base_model": "vit-base16",
+        "task": "embed",
+        "embedding_dim": 768,
+        "precision": "fp16",
+        "quantized": False,
+        "training_config": TRAINING_CONFIG,
+        "training_config_hash": training_config_hash(TRAINING_CONFIG),
+        "train_data_tags": ["imagenet-1k"],
+        "license": "apache-2.0",
+        "node_type": "encoder",
+        "privacy_level": "none",
+        "input_spec": {"input_size": [224, 224]},
+        "model_config": {"hidden_size": 768, "num_layers": 12, "num_heads": 12},
+        "checkpoint_policy": {"checkpoint_interval": 5},
+        "metrics": {"best_val_loss": 0.38, "coverage": 0.99},
+    }
+    (staging / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2))
+    # The run "finished" at a fixed time, so its created_at and name are the same on every machine.
+    finished = datetime(2025, 11, 24, 10, 30, tzinfo=UTC).timestamp()
+    for path in staging.rglob("*"):
+        os.utime(path, (finished, finished))
+    staging.rename(run)
+    return run
+
+
+def run_demo(registry: Registry, say: Callable[[str], None]) -> None:
+    """Register the demo run twice (the second finds the same version), show, verify, export."""
+    demo_dir = registry.settings.home / "demo"
+    run = make_demo_run(demo_dir)
+    say(f"1. A training output like seed 003's raw example, with the manifest of seed 000: {run}")
+
+    started = time.perf_counter()
+    first = registry.register(run)
+    verb = "registered" if first.created else "already registered"
+    say(
+        f"2. modelyard register {run}\n   {verb} {first.version.ref}: {first.files_total} files, "
+        f"{first.bytes_total} bytes, {first.bytes_added} new ({time.perf_counter() - started:.2f} s)"
+    )
+    started = time.perf_counter()
+    again = registry.register(run)
+    say(
+        f"3. register again: {again.version.ref}, created={again.created}, files read={again.files_read} "
+        f"({time.perf_counter() - started:.3f} s; unchanged files are known by their stat)"
+    )
+    version = registry.show(f"{DEMO_NAME}@latest")
+    manifest = version.manifest
+    say(
+        f"4. modelyard show {version.ref}\n   base_model={manifest.base_model} task={manifest.task} "
+        f"embedding_dim={manifest.embedding_dim} precision={manifest.precision} node_type={manifest.node_type}\n"
+        f"   training_config_hash={manifest.training_config_hash}"
+    )
+    for entry in manifest.files:
+        say(f"     {entry.size:>9}  {entry.sha256[:16]}  {entry.path}")
+    report = registry.verify(DEMO_NAME)
+    say(f"5. modelyard verify {DEMO_NAME}: {'ok' if report.ok else 'PROBLEMS'}, {report.blobs_checked} blobs re-hashed")
+    zip_path = demo_dir / f"{DEMO_NAME}-{version.number}.zip"
+    zip_path.unlink(missing_ok=True)
+    registry.export(version.ref, zip_path=zip_path)
+    say(f"6. modelyard export {version.ref} --zip {zip_path}  (the upload ZIP of seed 000, manifest inside)")
+    say(
+        f"\nRegistry home: {registry.settings.home}\n"
+        f"Next: modelyard list; modelyard show {version.ref} --json; modelyard register YOUR_RUN_DIR --link"
+    )
