@@ -13,8 +13,11 @@ def demo_command(home: HomeOpt = None) -> None:
     """Generate a small training output, register it (twice), show, verify and export it."""
     from modelyard.demo import run_demo
 
+    def say(line: str) -> None:
+        sys.stdout.write(line + "\n")
+
     with open_registry(home) as registry:
-        run_demo(registry, lambda line: sys.stdout.write(line + "\n"))
+        run_demo(registry, say)
 
 
 def install(app: typer.Typer) -> None:
