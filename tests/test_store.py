@@ -109,6 +109,20 @@ def test_adding_a_stored_blob_stages_nothing(store: LocalBlobStore, tmp_path: Pa
         assert list(store.tmp.iterdir()) == []
 
 
+def test_two_files_with_the_same_content_are_stored_and_counted_once(store: LocalBlobStore, tmp_path: Path) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    for name in ("best.bin", "epoch_10.bin"):
+        (tmp_path / name).write_bytes(data)
+    with store.writer() as writer:
+        first = writer.add_file(tmp_path / "best.bin")
+        second = writer.add_file(tmp_path / "epoch_10.bin")
+        writer.publish()
+    assert (first.bytes_added, second.bytes_added) == (len(data), 0)
+    assert second.method == "existing"
+    assert len(list(store.list())) == 1
+    assert list(store.tmp.iterdir()) == []
+
+
 def test_link_shares_the_inode_and_makes_it_read_only(store: LocalBlobStore, tmp_path: Path) -> None:
     source = tmp_path / "model.bin"
     source.write_bytes(os.urandom(1024))

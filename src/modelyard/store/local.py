@@ -209,8 +209,9 @@ class LocalBlobWriter:
     def __init__(self, store: LocalBlobStore) -> None:
         self._store = store
         self._lock = threading.Lock()
-        self._staged: builtins.list[tuple[Path, Path]] = []  # (temporary, final)
-        self._unsynced: builtins.list[Path] = []
+        self._staged: list[tuple[Path, Path]] = []  # (temporary, final)
+        self._staged_digests: set[str] = set()
+        self._unsynced: list[Path] = []
         self._published = False
 
     def add_stream(self, stream: BinaryIO, on_bytes: ProgressCallback | None = None) -> StagedBlob:
@@ -270,6 +271,7 @@ class LocalBlobWriter:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
             self._staged.clear()
+            self._staged_digests.clear()
 
     # -- internals ------------------------------------------------------------------------
 
@@ -279,15 +281,22 @@ class LocalBlobWriter:
     def _stage(self, tmp: Path, digest: str, size: int, method: IngestMethod, *, needs_sync: bool) -> StagedBlob:
         """Queue a hashed temporary for publishing, or drop it when the store has the blob."""
         final = self._store.blob_path(digest)
-        if os.path.exists(final):
+        with self._lock:
+            duplicate = self._has(digest)
+            if not duplicate:
+                self._staged.append((tmp, final))
+                self._staged_digests.add(digest)
+                if needs_sync:
+                    self._unsynced.append(tmp)
+        if duplicate:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             return StagedBlob(sha256=digest, size=size, bytes_added=0, method="existing")
-        with self._lock:
-            self._staged.append((tmp, final))
-            if needs_sync:
-                self._unsynced.append(tmp)
         return StagedBlob(sha256=digest, size=size, bytes_added=size, method=method)
+
+    def _has(self, digest: str) -> bool:
+        """Stored already, or staged by this writer (two files with the same content)."""
+        return digest in self._staged_digests or os.path.exists(self._store.blob_path(digest))
 
     def _write_copy(
         self,
@@ -355,13 +364,13 @@ class LocalBlobWriter:
         except BaseException:
             _undo_link(tmp, path, original_mode)
             raise
-        if method == "hardlink" and os.path.exists(self._store.blob_path(digest)):
+        if method == "hardlink" and self._has(digest):
             _undo_link(tmp, path, original_mode)  # already stored: leave the user's file as it was
             return StagedBlob(sha256=digest, size=size, bytes_added=0, method="existing")
         # The user's data may still be dirty in the page cache: sync it before publishing.
         return self._stage(tmp, digest, size, method, needs_sync=True)
 
-    def _sync_files(self, paths: builtins.list[Path]) -> None:
+    def _sync_files(self, paths: list[Path]) -> None:
         if not paths:
             return
         if len(paths) <= 8:
