@@ -119,3 +119,38 @@ def test_quiet_and_non_terminal_print_no_progress(cli: Cli, make_run: RunBuilder
     assert result.returncode == 0
     assert result.stderr == ""
     assert result.stdout.startswith("registered gpt-small-v1@1 ")
+
+
+def test_a_terminal_gets_a_progress_bar_and_quiet_silences_it(tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("script") is None:
+        import pytest
+
+        pytest.skip("needs util-linux 'script' to provide a pseudo-terminal")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "weights.bin").write_bytes(os.urandom(64 * 1024 * 1024))
+    os.utime(run / "weights.bin", (1e9, 1e9))
+
+    def on_terminal(home: str, *extra: str) -> str:
+        command = [sys.executable, "-m", "modelyard", "register", str(run), "--artifact-name", "gpt-small-v1", *extra]
+        proc = subprocess.run(
+            ["script", "-qec", " ".join(command), "/dev/null"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MODELYARD_HOME": str(tmp_path / home)},
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout
+        return proc.stdout
+
+    shown = on_terminal("a")
+    assert "storing" in shown and "MiB" in shown
+    quiet = on_terminal("b", "--quiet")
+    assert "storing" not in quiet
+    assert "registered gpt-small-v1@1" in quiet
