@@ -65,6 +65,7 @@ def test_unreachable_postgres_is_a_clear_error_without_the_password() -> None:
     with pytest.raises(CatalogError) as caught:
         Catalog("postgresql://someone:hunter2@127.0.0.1:1/nowhere")
     assert "hunter2" not in str(caught.value)
+    assert "\n" not in str(caught.value)
     assert "cannot reach the catalog" in str(caught.value)
 
 
@@ -120,3 +121,31 @@ def test_versions_and_manifests_read_back_identically(any_registry: Registry, ma
         assert shown.content_key == result.version.content_key
     finally:
         reopened.close()
+
+
+def test_database_errors_become_modelyard_errors(tmp_path: Path) -> None:
+    """A real lock conflict and a real failure, translated in the one place that does it."""
+    from sqlalchemy.exc import DBAPIError
+
+    from modelyard.catalog.catalog import translate_database_error
+    from modelyard.errors import BusyError
+
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    holder = sa.create_engine(url, connect_args={"timeout": 0, "isolation_level": None})
+    waiter = sa.create_engine(url, connect_args={"timeout": 0, "isolation_level": None})
+    with holder.connect() as held:
+        held.exec_driver_sql("CREATE TABLE t (x)")
+        held.exec_driver_sql("BEGIN IMMEDIATE")
+        with pytest.raises(DBAPIError) as caught, waiter.connect() as connection:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        held.exec_driver_sql("ROLLBACK")
+    error = translate_database_error(caught.value, url)
+    assert isinstance(error, BusyError) and error.exit_code == 8
+    assert "stayed locked by another process" in str(error)
+    with pytest.raises(DBAPIError) as broken, waiter.connect() as connection:
+        connection.exec_driver_sql("SELECT * FROM no_such_table")
+    other = translate_database_error(broken.value, url)
+    assert isinstance(other, CatalogError) and "no such table" in str(other)
+    assert "\n" not in str(other)
+    holder.dispose()
+    waiter.dispose()

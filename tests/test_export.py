@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RunBuilder
-from modelyard.errors import ConflictError, CorruptionError, ModelyardError
+from modelyard.errors import ConflictError, CorruptionError, InvalidInputError
 from modelyard.manifest import parse_manifest
 from modelyard.register.metadata import RegisterOptions
 from modelyard.registry import Registry
@@ -73,5 +73,13 @@ def test_existing_zip_is_not_overwritten(registry: Registry, registered: str, tm
 
 
 def test_export_needs_a_destination(registry: Registry, registered: str) -> None:
-    with pytest.raises(ModelyardError, match="needs a destination"):
+    with pytest.raises(InvalidInputError, match="needs a destination"):
         registry.export(registered)
+
+
+def test_a_missing_blob_is_reported_as_corruption(registry: Registry, registered: str, tmp_path: Path) -> None:
+    entry = registry.show(registered).manifest.files[0]
+    registry.store.delete(entry.sha256)
+    with pytest.raises(CorruptionError, match="is missing from the store"):
+        registry.export(registered, to=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -298,3 +298,40 @@ def test_registration_is_recorded_in_the_audit_log(registry: Registry, make_run:
     (event,) = registry.events()
     assert (event["action"], event["artifact_name"], event["version_number"]) == ("register", "gpt-small-v1", 1)
     assert event["actor"]
+
+
+def test_tag_order_does_not_make_a_new_version(registry: Registry, make_run: RunBuilder) -> None:
+    run = make_run()
+    first = registry.register(run, RegisterOptions(artifact_name="gpt-small-v1", train_data_tags=["a", "b"]))
+    second = registry.register(run, RegisterOptions(artifact_name="gpt-small-v1", train_data_tags=["b", "a"]))
+    assert (second.created, second.version.number) == (False, first.version.number)
+
+
+def test_an_unknown_schema_version_is_refused(registry: Registry, make_run: RunBuilder) -> None:
+    run = make_run(manifest={"artifact_name": "gpt-small-v1", "schema_version": 99})
+    with pytest.raises(InvalidInputError, match="schema_version 99 is not one this modelyard reads"):
+        registry.register(run)
+
+
+def test_a_directory_with_one_file_is_recorded_as_the_directory(registry: Registry, tmp_path: Path) -> None:
+    run = tmp_path / "lidar-run"
+    write_safetensors(run / "w.safetensors")
+    backdate(run)
+    result = registry.register(run, RegisterOptions(artifact_name="gpt-small-v1"))
+    assert result.version.source_path == str(run)
+
+
+def test_a_manifest_quantization_contradiction_names_the_manifest(registry: Registry, make_run: RunBuilder) -> None:
+    run = make_run(manifest={"artifact_name": "gpt-small-v1", "quantized": True, "precision": "fp16"})
+    with pytest.raises(InvalidInputError) as caught:
+        registry.register(run)
+    assert str(run / MANIFEST_FILENAME) in str(caught.value)
+    assert "quantized: true contradicts precision fp16" in str(caught.value)
+    assert "--quantize" not in str(caught.value)
+
+
+def test_field_errors_come_before_naming(registry: Registry, make_run: RunBuilder) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        registry.register(make_run(), RegisterOptions(node_type="bogus"))
+    assert "node_type" in str(caught.value)
+    assert "artifact name" not in str(caught.value)

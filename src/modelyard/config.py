@@ -42,7 +42,7 @@ def parse_duration(text: str, field_name: str = "duration") -> float:
     match = _DURATION.match(str(text))
     if not match:
         raise InvalidInputError(
-            f"{text!r} is not a duration; use a number with s, m, h or d (for example 30m)", field=field_name
+            f"{text!r} is not a duration; use a number with ms, s, m, h or d (for example 30m)", field=field_name
         )
     return float(match[1]) * _UNIT_SECONDS[match[2]]
 

@@ -46,8 +46,7 @@ def canonical_json(value: Any, field: str | None = None) -> bytes:
         return bytes(rfc8785.dumps(value))
     except rfc8785.IntegerDomainError as exc:
         raise InvalidInputError(
-            f"integer {exc.args[0] if exc.args else ''} is outside the range JSON numbers hold exactly "
-            "(±2^53); write it as a string",
+            f"an integer is outside the range JSON numbers hold exactly (±2^53): {exc}; write it as a string",
             field=field,
         ) from None
     except (rfc8785.FloatDomainError, rfc8785.CanonicalizationError, TypeError) as exc:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from modelyard.domain import VersionRecord
-from modelyard.errors import ConflictError, CorruptionError, StorageError
+from modelyard.errors import ConflictError, CorruptionError, NotFoundError, StorageError
 from modelyard.fsutil import syncfs
 from modelyard.manifest import MANIFEST_FILENAME, FileEntry
 from modelyard.progress import NullProgress, Progress
@@ -145,7 +145,15 @@ def _compression(path: str) -> int:
 def _copy_blob(store: BlobStore, entry: FileEntry, version: VersionRecord, out: IO[bytes], progress: Progress) -> None:
     hasher = hashlib.sha256()
     size = 0
-    with store.open(entry.sha256) as blob:
+    try:
+        blob_handle = store.open(entry.sha256)
+    except NotFoundError:
+        raise CorruptionError(
+            f"the blob of {entry.path} (sha256 {entry.sha256}) is missing from the store; "
+            f"run 'modelyard verify {version.artifact_name}' and register the original files again",
+            path=f"{version.ref}:{entry.path}",
+        ) from None
+    with blob_handle as blob:
         while chunk := blob.read(_CHUNK):
             hasher.update(chunk)
             out.write(chunk)

@@ -147,6 +147,15 @@ class _ManifestFields(_Strict):
     data_prep_profile: DataPrepProfile | None = None
     metrics: dict[str, JsonValue] | None = None
 
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, value: int | None) -> int | None:
+        if value is not None and not 1 <= value <= SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {value} is not one this modelyard reads (1..{SCHEMA_VERSION}); upgrade modelyard"
+            )
+        return value
+
     @field_validator("created_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from modelyard.config import Settings
 from modelyard.domain import ListFilters, Registration, VersionRecord, VersionSummary
-from modelyard.errors import ModelyardError
+from modelyard.errors import InvalidInputError
 from modelyard.names import parse_reference
 from modelyard.progress import Progress
 from modelyard.register.metadata import RegisterOptions
@@ -147,7 +147,7 @@ class Registry:
         from modelyard.export import export_version
 
         if to is None and zip_path is None:
-            raise ModelyardError("export needs a destination: a directory (--to) or a ZIP file (--zip)")
+            raise InvalidInputError("export needs a destination: a directory (--to) or a ZIP file (--zip)")
         version = self.show(reference)
         return export_version(version, self.store, to=to, zip_path=zip_path, progress=progress)
 

@@ -8,20 +8,21 @@ constraint backs that up, so concurrent registrations under one name get distinc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, insert, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from modelyard.catalog.db import create_catalog_engine, ensure_schema, safe_url, writer_engine
 from modelyard.catalog.tables import ArtifactRow, EventRow, FileRow, VersionRow, VersionTagRow
 from modelyard.domain import FileUse, ListFilters, VersionRecord, VersionSummary
-from modelyard.errors import CatalogError, NotFoundError
+from modelyard.errors import BusyError, CatalogError, ModelyardError, NotFoundError, StorageError
 from modelyard.manifest import ArtifactManifest, parse_manifest
 from modelyard.names import RESERVED_REFS, Reference
 
@@ -39,11 +40,22 @@ class Catalog:
         self._writer = writer_engine(self.engine)
         try:
             ensure_schema(self.engine)
-        except OperationalError as exc:
-            raise CatalogError(f"cannot open the catalog at {safe_url(url)}: {exc.orig}") from None
+        except DBAPIError as exc:
+            raise translate_database_error(exc, url) from None
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Session]:
+        with _database_errors(self.url), Session(self.engine) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE), committed when the block ends."""
+        with _database_errors(self.url), Session(self._writer) as session, session.begin():
+            yield session
 
     # -- registration ---------------------------------------------------------------------
 
@@ -78,7 +90,7 @@ class Catalog:
         source_path: str | None,
     ) -> tuple[VersionRecord, bool]:
         now = datetime.now(UTC)
-        with Session(self._writer) as session, session.begin():
+        with self._write() as session:
             artifact = self._lock_artifact(session, name, now)
             existing = session.scalars(
                 select(VersionRow)
@@ -156,7 +168,7 @@ class Catalog:
             session.execute(insert(FileRow), rows[start : start + _FILE_INSERT_BATCH])
 
     def find_by_content(self, name: str, content_key: str) -> VersionRecord | None:
-        with Session(self.engine) as session:
+        with self._read() as session:
             row = session.scalars(
                 select(VersionRow)
                 .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
@@ -170,7 +182,7 @@ class Catalog:
 
     def resolve(self, reference: Reference) -> VersionRecord:
         """The version a `NAME@REF` names; NotFoundError says what exists instead."""
-        with Session(self.engine) as session:
+        with self._read() as session:
             artifact = session.scalars(select(ArtifactRow).where(ArtifactRow.name == reference.name)).first()
             if artifact is None:
                 raise NotFoundError(
@@ -195,9 +207,9 @@ class Catalog:
             return _record(reference.name, row)
 
     def list_versions(self, filters: ListFilters, *, latest_only: bool) -> list[VersionSummary]:
-        """Versions matching the filters, newest registration first; one per artifact when
-        `latest_only` (its newest version, shown when that version matches)."""
-        with Session(self.engine) as session:
+        """Versions matching the filters, by artifact name then newest version first; one per
+        artifact when `latest_only` (its newest version, shown when that version matches)."""
+        with self._read() as session:
             query = select(VersionRow, ArtifactRow.name, ArtifactRow.version_count).join(
                 ArtifactRow, ArtifactRow.id == VersionRow.artifact_id
             )
@@ -255,7 +267,7 @@ class Catalog:
 
     def file_uses(self, versions: Iterable[VersionRecord] | None = None) -> dict[str, list[FileUse]]:
         """Blob digest -> where it is used; for all versions, or only the given ones."""
-        with Session(self.engine) as session:
+        with self._read() as session:
             query = (
                 select(FileRow.sha256, ArtifactRow.name, VersionRow.number, FileRow.path)
                 .join(VersionRow, VersionRow.id == FileRow.version_id)
@@ -276,11 +288,11 @@ class Catalog:
 
     def referenced_digests(self) -> set[str]:
         """Every blob digest any version references (what gc must keep)."""
-        with Session(self.engine) as session:
+        with self._read() as session:
             return set(session.scalars(select(FileRow.sha256).distinct()))
 
     def versions_of(self, name: str) -> list[VersionRecord]:
-        with Session(self.engine) as session:
+        with self._read() as session:
             artifact = session.scalars(select(ArtifactRow).where(ArtifactRow.name == name)).first()
             if artifact is None:
                 raise NotFoundError(f"no artifact named {name!r}; run 'modelyard list' to see the registered names")
@@ -290,7 +302,7 @@ class Catalog:
             return [_record(name, row) for row in rows]
 
     def count_versions(self) -> int:
-        with Session(self.engine) as session:
+        with self._read() as session:
             return int(session.scalar(select(func.count()).select_from(VersionRow)) or 0)
 
     # -- audit ----------------------------------------------------------------------------
@@ -303,11 +315,11 @@ class Catalog:
         version_number: int | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        with Session(self._writer) as session, session.begin():
+        with self._write() as session:
             session.add(_event(datetime.now(UTC), actor, action, artifact_name, version_number, details or {}))
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
-        with Session(self.engine) as session:
+        with self._read() as session:
             rows = session.scalars(select(EventRow).order_by(EventRow.id.desc()).limit(limit)).all()
             return [
                 {
@@ -320,6 +332,29 @@ class Catalog:
                 }
                 for row in rows
             ]
+
+
+@contextlib.contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """Translate driver errors into modelyard errors, once, for every catalog operation."""
+    try:
+        yield
+    except IntegrityError:
+        raise  # handled by add_version's retry
+    except DBAPIError as exc:
+        raise translate_database_error(exc, url) from None
+
+
+def translate_database_error(exc: DBAPIError, url: str) -> ModelyardError:
+    message = (str(exc.orig) if exc.orig is not None else str(exc)).strip().splitlines()[0]
+    lowered = message.lower()
+    if "database is locked" in lowered or "lock timeout" in lowered:
+        return BusyError(f"the catalog at {safe_url(url)} stayed locked by another process; try again ({message})")
+    if "disk is full" in lowered or "no space left" in lowered or "could not extend file" in lowered:
+        return StorageError(f"the catalog's disk is full: {message}", path=safe_url(url))
+    if isinstance(exc, OperationalError):
+        return CatalogError(f"cannot use the catalog at {safe_url(url)}: {message}")
+    return CatalogError(f"the catalog at {safe_url(url)} refused an operation: {message}")
 
 
 def _event(

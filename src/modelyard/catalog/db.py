@@ -105,7 +105,7 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as connection:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except (OperationalError, ProgrammingError) as exc:
-        message = str(exc.orig) if exc.orig else str(exc)
+        message = (str(exc.orig) if exc.orig else str(exc)).strip().splitlines()[0]
         if "alembic_version" in message and ("no such table" in message or "does not exist" in message):
             return None
         raise CatalogError(

@@ -16,7 +16,7 @@ from modelyard.cli import browse, demo, maintenance, register, transfer
 
 app = typer.Typer(
     name="modelyard",
-    help="A registry for model artifacts: register, inspect, store, promote and distribute them.",
+    help="A registry for model artifacts: register training outputs as immutable, content-addressed versions.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

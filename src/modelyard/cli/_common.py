@@ -58,6 +58,11 @@ def warn(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
 
 
+def plural(count: int, word: str) -> str:
+    """'1 file', '2 files'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def format_bytes(count: int) -> str:
     value = float(count)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):

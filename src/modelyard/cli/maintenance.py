@@ -14,6 +14,7 @@ from modelyard.cli._common import (
     format_bytes,
     make_progress,
     open_registry,
+    plural,
     print_json,
 )
 
@@ -61,7 +62,8 @@ def verify_command(
                 line += f" (moved to {problem.quarantined_to})"
             sys.stdout.write(line + "\n")
         summary = (
-            f"{report.blobs_checked} blobs ({format_bytes(report.bytes_checked)}) of {report.versions} versions checked"
+            f"{plural(report.blobs_checked, 'blob')} ({format_bytes(report.bytes_checked)}) of "
+            f"{plural(report.versions, 'version')} checked"
         )
         if report.ok:
             sys.stdout.write(f"ok: {summary}\n")
@@ -111,7 +113,7 @@ def gc_command(
     for name, size in report.temporaries:
         sys.stdout.write(f"{verb} temporary {name} ({format_bytes(size)})\n")
     sys.stdout.write(
-        f"{verb} {len(report.removable)} blobs and {len(report.temporaries)} temporaries, "
+        f"{verb} {plural(len(report.removable), 'blob')} and {len(report.temporaries)} temporaries, "
         f"{format_bytes(report.bytes_removable)}; {report.blobs_referenced} of {report.blobs_total} blobs "
         f"referenced; {report.kept_young} unreferenced kept (younger than the {report.grace_seconds:g} s grace)\n"
     )

@@ -18,6 +18,7 @@ from modelyard.cli._common import (
     format_bytes,
     make_progress,
     open_registry,
+    plural,
     print_json,
     warn,
 )
@@ -100,7 +101,7 @@ def register_command(
             }
         )
         return
-    size = f"{result.files_total} files, {format_bytes(result.bytes_total)}"
+    size = f"{plural(result.files_total, 'file')}, {format_bytes(result.bytes_total)}"
     if result.created:
         how = ", ".join(f"{count} {method}" for method, count in sorted(result.methods.items()))
         sys.stdout.write(f"registered {result.version.ref} ({size}; {format_bytes(result.bytes_added)} new; {how})\n")

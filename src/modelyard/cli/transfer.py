@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli._common import HomeOpt, QuietOpt, format_bytes, make_progress, open_registry
+from modelyard.cli._common import HomeOpt, QuietOpt, format_bytes, make_progress, open_registry, plural
 
 
 def export_command(
@@ -23,7 +23,7 @@ def export_command(
     """Export a version: its files plus artifact_manifest.json, to --to DIR and/or --zip FILE."""
     with open_registry(home) as registry:
         result = registry.export(reference, to=to, zip_path=zip_path, progress=make_progress(quiet))
-    size = f"{result.files} files, {format_bytes(result.bytes)}"
+    size = f"{plural(result.files, 'file')}, {format_bytes(result.bytes)}"
     if result.directory is not None:
         sys.stdout.write(f"exported {result.ref} to {result.directory} ({size})\n")
     if result.zip_path is not None:

@@ -92,7 +92,7 @@ def register(
                 content_key=key,
                 build_manifest=lambda number: _build_manifest(meta, number, result.entries),
                 registered_by=current_user(),
-                source_path=str(source.root if len(source.files) > 1 else source.files[0].abspath),
+                source_path=str(source.given),
             )
         cache.record(_restat(result.read), started_ns)
     finally:

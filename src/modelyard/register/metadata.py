@@ -114,16 +114,22 @@ def resolve_metadata(
             merged[key] = value
         given["metrics"] = merged
 
-    _apply_quantization_rules(given, manifest_path)
+    flagged = {name for name in ("precision",) if options.precision is not None}
+    if options.quantize:
+        flagged.add("quantized")
+    _apply_quantization_rules(given, manifest_path, flagged)
     _apply_config_hash(given, manifest_path)
 
     identity = {key: value for key, value in given.items() if key not in ("created_at", "run_name")}
+    if "train_data_tags" in identity:  # a set of datasets: their order is not what makes a version
+        identity["train_data_tags"] = sorted(identity["train_data_tags"])
     if "created_at" in given:
         identity["created_at"] = given["created_at"]
     derived_created = _newest_mtime(source)
     given.setdefault("created_at", derived_created)
     given.setdefault("run_name", source.run_name)
 
+    _validate_early({k: v for k, v in given.items() if k != "artifact_name"}, manifest_path)
     parsed = _resolve_name(given, source, vocabulary)
     warnings += _fill_from_name(given, parsed)
     identity["artifact_name"] = parsed.name
@@ -188,7 +194,7 @@ def _load_mapping(value: Path | Mapping[str, Any], what: str) -> dict[str, Any]:
     return load_mapping(Path(value), what)
 
 
-def _apply_quantization_rules(given: dict[str, Any], manifest_path: Path) -> None:
+def _apply_quantization_rules(given: dict[str, Any], manifest_path: Path, flagged: set[str]) -> None:
     precision = given.get("precision")
     quantized = given.get("quantized")
     if quantized and precision is None:
@@ -202,10 +208,16 @@ def _apply_quantization_rules(given: dict[str, Any], manifest_path: Path) -> Non
             )
         given["quantized"] = True
     elif quantized and precision in ("fp32", "fp16", "bf16"):
+        if flagged >= {"quantized", "precision"}:
+            raise InvalidInputError(
+                f"--quantize cannot go with precision {precision}: a quantized artifact is int8 (seed 000); "
+                "drop --quantize or use --precision int8",
+                field="precision",
+            )
         raise InvalidInputError(
-            f"--quantize cannot go with precision {precision}: a quantized artifact is int8 (seed 000); "
-            "drop --quantize or use --precision int8",
-            field="precision",
+            f"quantized: true contradicts precision {precision} (a quantized artifact is int8, seed 000)",
+            path=manifest_path,
+            field="quantized" if "quantized" not in flagged else "precision",
         )
 
 

@@ -41,6 +41,7 @@ class SourceTree:
     """What `register PATH` will store."""
 
     root: Path
+    given: Path  # the path the user named (a directory or one file), absolute
     run_name: str
     files: list[SourceFile]
     run_manifest: Path | None
@@ -74,7 +75,7 @@ def scan_source(path: Path, exclude: Sequence[str] = ()) -> SourceTree:
     if not files:
         raise InvalidInputError("no files to register (the directory is empty or everything is excluded)", path=path)
     files.sort(key=lambda f: f.relpath)
-    return SourceTree(root=root, run_name=absolute.name, files=files, run_manifest=manifest)
+    return SourceTree(root=root, given=absolute, run_name=absolute.name, files=files, run_manifest=manifest)
 
 
 def _single_file(path: Path, st: os.stat_result) -> SourceTree:
@@ -85,6 +86,7 @@ def _single_file(path: Path, st: os.stat_result) -> SourceTree:
     _check_name(path.name, path)
     return SourceTree(
         root=path.parent,
+        given=path,
         run_name=path.stem,
         files=[SourceFile.from_stat(path.name, path, st)],
         run_manifest=None,

@@ -96,8 +96,9 @@ class LocalBlobStore:
         with self.writer() as writer:
             staged = writer.add_stream(stream)
             writer.publish()
-        info = self.stat(staged.sha256)
-        assert info is not None
+            info = self.stat(staged.sha256)  # under the shared lock: gc cannot remove it meanwhile
+        if info is None:
+            raise StorageError(f"blob sha256:{staged.sha256} vanished right after it was stored", path=self.root)
         return info
 
     # -- reading --------------------------------------------------------------------------
