@@ -159,3 +159,27 @@ def test_unreadable_source_names_the_file(store: LocalBlobStore, tmp_path: Path)
 def test_unknown_store_scheme_lists_the_known_ones() -> None:
     with pytest.raises(InvalidInputError, match=r"unknown store URL scheme 'gopher'; known: file://"):
         open_store("gopher://x/y")
+
+
+def test_link_removes_write_bits_without_widening_read_access(store: LocalBlobStore, tmp_path: Path) -> None:
+    private = tmp_path / "private.bin"
+    private.write_bytes(os.urandom(2048))
+    os.chmod(private, 0o600)
+    with store.writer() as writer:
+        staged = writer.add_file(private, link=True)
+        writer.publish()
+    if staged.method == "hardlink":
+        assert stat.S_IMODE(private.stat().st_mode) == 0o400
+
+
+def test_a_discarded_link_batch_gives_files_their_modes_back(store: LocalBlobStore, tmp_path: Path) -> None:
+    source = tmp_path / "w.bin"
+    source.write_bytes(os.urandom(2048))
+    os.chmod(source, 0o640)
+    with store.writer() as writer:
+        staged = writer.add_file(source, link=True)
+        if staged.method == "hardlink":
+            assert stat.S_IMODE(source.stat().st_mode) == 0o440
+    assert stat.S_IMODE(source.stat().st_mode) == 0o640
+    assert source.stat().st_nlink == 1
+    assert list(store.tmp.iterdir()) == []

@@ -12,6 +12,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from modelyard.errors import InvalidInputError
 from modelyard.manifest import FileEntry
 from modelyard.progress import Progress
 from modelyard.register.scan import SourceFile
@@ -91,6 +92,12 @@ def _run(
         for source in batch:
             on_bytes = progress.advance if source.size >= _SMALL_FILE_BYTES else None
             staged = writer.add_file(source.abspath, link=link, on_bytes=on_bytes)
+            if staged.size != source.size:  # written to since the scan: the manifest would lie
+                raise InvalidInputError(
+                    f"the file changed while it was being registered (size {source.size} -> {staged.size}); "
+                    "register again once the writer has finished",
+                    path=source.abspath,
+                )
             if on_bytes is None:
                 progress.advance(source.size)
             done.append((source, staged))

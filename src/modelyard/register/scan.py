@@ -141,6 +141,8 @@ def _resolve(root: Path, entry: os.DirEntry[str], entry_path: Path) -> tuple[Pat
         raise InvalidInputError("symlink points to nothing (a dangling link)", path=entry_path) from None
     except PermissionError as exc:
         raise InvalidInputError(f"cannot access: {exc.strerror}", path=entry_path) from None
+    except OSError as exc:  # ELOOP for a symlink loop, ENAMETOOLONG, ...
+        raise InvalidInputError(f"cannot follow the symlink: {exc.strerror}", path=entry_path) from None
 
 
 def _check_name(relpath: str, path: Path) -> None:

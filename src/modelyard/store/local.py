@@ -14,9 +14,10 @@ sync for the renames. So a crash, kill -9 or power cut leaves whole blobs or tem
 removes later, never a partial blob under `objects/`.
 
 With `link=True`, a file is reflinked where the filesystem can (a copy-on-write clone: separate
-inode), else hardlinked. A hardlinked blob *is* the user's file: it shares the inode, so it is
-made read-only (0444) for both names, and an edit made through either name changes the stored
-bytes; `verify` detects that by re-hashing.
+inode), else hardlinked. A hardlinked blob *is* the user's file: it shares the inode, so its write
+bits are removed for both names (read bits stay as the user set them), and an edit made through
+either name changes the stored bytes; `verify` detects that by re-hashing. If the batch is
+discarded (an error before publishing), the user's files get their modes back.
 """
 
 from __future__ import annotations
@@ -212,6 +213,9 @@ class LocalBlobWriter:
         self._lock = threading.Lock()
         self._staged: list[tuple[Path, Path]] = []  # (temporary, final)
         self._staged_digests: set[str] = set()
+        # Hardlinked user files: their inode's original mode (restored if the batch is discarded).
+        self._original_modes: dict[tuple[int, int], tuple[Path, int]] = {}
+        self._staged_inodes: set[tuple[int, int]] = set()
         self._unsynced: list[Path] = []
         self._published = False
 
@@ -263,6 +267,8 @@ class LocalBlobWriter:
             except OSError as exc:
                 raise StorageError(f"cannot publish blobs: {exc.strerror}", path=self._store.root) from None
             self._staged.clear()
+            self._original_modes.clear()
+            self._staged_inodes.clear()
             self._published = True
 
     def discard(self) -> None:
@@ -273,6 +279,8 @@ class LocalBlobWriter:
                     os.unlink(tmp)
             self._staged.clear()
             self._staged_digests.clear()
+            if not self._published:
+                self._restore_modes()
 
     # -- internals ------------------------------------------------------------------------
 
@@ -345,31 +353,79 @@ class LocalBlobWriter:
 
     def _add_linked(self, path: Path, on_bytes: ProgressCallback | None) -> StagedBlob | None:
         """Reflink or hardlink `path` into tmp/, then hash what was linked. None: copy instead."""
+        try:
+            os.close(os.open(path, os.O_RDONLY))  # a link must not bypass a file its owner made unreadable
+        except OSError as exc:
+            raise InvalidInputError(f"cannot read: {exc.strerror}", path=path) from None
         tmp = self._new_temporary()
         method: IngestMethod | None = _reflink(path, tmp)
-        original_mode: int | None = None
+        inode: tuple[int, int] | None = None
         if method is None:
             try:
-                original_mode = stat.S_IMODE(os.stat(path).st_mode)
                 os.link(path, tmp)
             except OSError as exc:
                 if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     return None  # another filesystem, or links not allowed: copy instead
                 raise InvalidInputError(f"cannot link into the store: {exc.strerror}", path=path) from None
-            os.chmod(tmp, BLOB_MODE)  # shared inode: the user's file becomes read-only too
+            inode = self._make_read_only(tmp, path)
             method = "hardlink"
         try:
             before = os.stat(tmp)
             digest, size = _hash_path(tmp, on_bytes)
             _check_unchanged(path, before, os.stat(tmp), size)
         except BaseException:
-            _undo_link(tmp, path, original_mode)
+            self._unlink_unstaged(tmp, inode)
             raise
-        if method == "hardlink" and self._has(digest):
-            _undo_link(tmp, path, original_mode)  # already stored: leave the user's file as it was
-            return StagedBlob(sha256=digest, size=size, bytes_added=0, method="existing")
+        if inode is not None:
+            with self._lock:
+                duplicate = self._has(digest)
+                if not duplicate:
+                    self._staged_inodes.add(inode)
+            if duplicate:  # already stored, or staged through another name of the same content
+                self._unlink_unstaged(tmp, inode, digest)
+                return StagedBlob(sha256=digest, size=size, bytes_added=0, method="existing")
         # The user's data may still be dirty in the page cache: sync it before publishing.
         return self._stage(tmp, digest, size, method, needs_sync=True)
+
+    def _make_read_only(self, link: Path, user_path: Path) -> tuple[int, int]:
+        """Drop the write bits of a hardlinked inode (it is a blob now), remembering its mode."""
+        st = os.stat(link)
+        inode = (st.st_dev, st.st_ino)
+        with self._lock:  # record-then-chmod is atomic for threads linking the same inode
+            if inode not in self._original_modes:
+                self._original_modes[inode] = (user_path, stat.S_IMODE(st.st_mode))
+                os.chmod(link, stat.S_IMODE(st.st_mode) & ~0o222)
+        return inode
+
+    def _unlink_unstaged(self, tmp: Path, inode: tuple[int, int] | None, digest: str | None = None) -> None:
+        """Drop a link that will not be published; give the user's file its mode back unless the
+        same inode is (or will be) a blob through another link."""
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if inode is None:
+            return
+        with self._lock:
+            if inode in self._staged_inodes or (digest is not None and self._is_blob_inode(inode, digest)):
+                return
+            original = self._original_modes.pop(inode, None)
+        if original is not None:
+            with contextlib.suppress(OSError):
+                os.chmod(original[0], original[1])
+
+    def _is_blob_inode(self, inode: tuple[int, int], digest: str) -> bool:
+        try:
+            st = os.stat(self._store.blob_path(digest))
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == inode
+
+    def _restore_modes(self) -> None:
+        """After a discarded batch, hardlinked user files get their modes back."""
+        for user_path, mode in self._original_modes.values():
+            with contextlib.suppress(OSError):
+                os.chmod(user_path, mode)
+        self._original_modes.clear()
+        self._staged_inodes.clear()
 
     def _sync_files(self, paths: list[Path]) -> None:
         if not paths:
@@ -391,14 +447,6 @@ class LocalBlobWriter:
                 _fsync_dir(directory)
         else:
             _syncfs(self._store.objects)
-
-
-def _undo_link(tmp: Path, original: Path, original_mode: int | None) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-    if original_mode is not None:
-        with contextlib.suppress(OSError):
-            os.chmod(original, original_mode)
 
 
 def _check_unchanged(path: Path, before: os.stat_result, after: os.stat_result, size_read: int) -> None:
