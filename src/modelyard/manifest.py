@@ -239,10 +239,14 @@ def format_validation_error(exc: ValidationError, source: str | Path) -> Invalid
 
 
 def parse_manifest(data: dict[str, Any] | str, source: str | Path) -> ArtifactManifest:
-    """Validate a stored manifest (a dict, or JSON text as kept in the catalog)."""
+    """Validate a stored manifest (a dict, or JSON text as kept in the catalog).
+
+    Text goes straight to pydantic's JSON parser: it was written by modelyard, so the
+    duplicate-key and NaN checks that user files get are not needed, and 20,000 file entries
+    validate in a few tens of milliseconds instead of a few hundred."""
     try:
         if isinstance(data, str):
-            return ArtifactManifest.model_validate(parse_json(data, source))
+            return ArtifactManifest.model_validate_json(data)
         return ArtifactManifest.model_validate(data)
     except ValidationError as exc:
         raise format_validation_error(exc, source) from None

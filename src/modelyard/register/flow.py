@@ -11,11 +11,13 @@ before anything is read or locked.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import getpass
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,8 +60,26 @@ def register(
     link: bool = False,
     progress: Progress | None = None,
 ) -> Registration:
-    options = options or RegisterOptions()
-    progress = progress or NullProgress()
+    with _cyclic_gc_paused():
+        return _register(parts, path, options or RegisterOptions(), link=link, progress=progress or NullProgress())
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """A registration allocates tens of thousands of short-lived objects and no reference cycles;
+    the cyclic collector's repeated passes over them cost about a fifth of a large registration."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _register(
+    parts: RegistryParts, path: str | Path, options: RegisterOptions, *, link: bool, progress: Progress
+) -> Registration:
     started_ns = time.time_ns()
     source = scan_source(Path(path), options.exclude)
     incoming = load_run_manifest(source.run_manifest) if source.run_manifest else None

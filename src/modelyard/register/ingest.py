@@ -11,6 +11,7 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from modelyard.errors import InvalidInputError
 from modelyard.manifest import FileEntry
@@ -19,7 +20,6 @@ from modelyard.register.scan import SourceFile
 from modelyard.store.base import BlobStore, BlobWriter, StagedBlob
 
 _SMALL_FILE_BYTES = 1024 * 1024
-_SMALL_BATCH = 128
 
 
 @dataclass
@@ -78,34 +78,27 @@ def _stored(store: BlobStore, digest: str, size: int) -> bool:
 def _run(
     files: list[SourceFile], writer: BlobWriter, link: bool, workers: int, progress: Progress
 ) -> list[tuple[SourceFile, StagedBlob]]:
-    batches: list[list[SourceFile]] = []
-    small: list[SourceFile] = []
-    for source in files:
-        if source.size >= _SMALL_FILE_BYTES:
-            batches.append([source])
-        else:
-            small.append(source)
-    batches.extend(small[i : i + _SMALL_BATCH] for i in range(0, len(small), _SMALL_BATCH))
+    """Large files go to a thread pool, biggest first; small files are stored by this thread
+    meanwhile. (For 4 KiB files, more threads only contend for the interpreter lock.)"""
 
-    def store_batch(batch: list[SourceFile]) -> list[tuple[SourceFile, StagedBlob]]:
-        done = []
-        for source in batch:
-            on_bytes = progress.advance if source.size >= _SMALL_FILE_BYTES else None
-            staged = writer.add_file(source.abspath, link=link, on_bytes=on_bytes)
-            if staged.size != source.size:  # written to since the scan: the manifest would lie
-                raise InvalidInputError(
-                    f"the file changed while it was being registered (size {source.size} -> {staged.size}); "
-                    "register again once the writer has finished",
-                    path=source.abspath,
-                )
-            if on_bytes is None:
-                progress.advance(source.size)
-            done.append((source, staged))
-        return done
+    def store_one(source: SourceFile) -> tuple[SourceFile, StagedBlob]:
+        large = source.size >= _SMALL_FILE_BYTES
+        staged = writer.add_file(Path(source.abspath), link=link, on_bytes=progress.advance if large else None)
+        if not large:
+            progress.advance(source.size)
+        if staged.size != source.size:  # written to since the scan: the manifest would lie
+            raise InvalidInputError(
+                f"the file changed while it was being registered (size {source.size} -> {staged.size}); "
+                "register again once the writer has finished",
+                path=source.abspath,
+            )
+        return source, staged
 
-    if workers <= 1 or len(batches) <= 1:
-        return [item for batch in batches for item in store_batch(batch)]
-    # Biggest first, so that one large file does not start last and run alone.
-    batches.sort(key=lambda batch: sum(f.size for f in batch), reverse=True)
-    with ThreadPoolExecutor(max_workers=min(workers, len(batches), os.cpu_count() or 1)) as pool:
-        return [item for batch_result in pool.map(store_batch, batches) for item in batch_result]
+    large = sorted((f for f in files if f.size >= _SMALL_FILE_BYTES), key=lambda f: f.size, reverse=True)
+    small = [f for f in files if f.size < _SMALL_FILE_BYTES]
+    if workers <= 1 or not large:
+        return [store_one(source) for source in large + small]
+    with ThreadPoolExecutor(max_workers=min(workers, len(large), os.cpu_count() or 1)) as pool:
+        pending = [pool.submit(store_one, source) for source in large]
+        done = [store_one(source) for source in small]
+        return [future.result() for future in pending] + done

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ class SourceFile:
     """A file to register: where it sits in the artifact, where to read it, its stat."""
 
     relpath: str
-    abspath: Path
+    abspath: str  # a plain string: building 20,000 Path objects costs more than the scan itself
     size: int
     mtime_ns: int
     ctime_ns: int
@@ -32,7 +33,7 @@ class SourceFile:
     dev: int
 
     @classmethod
-    def from_stat(cls, relpath: str, abspath: Path, st: os.stat_result) -> SourceFile:
+    def from_stat(cls, relpath: str, abspath: str, st: os.stat_result) -> SourceFile:
         return cls(relpath, abspath, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
 
 
@@ -69,7 +70,7 @@ def scan_source(path: Path, exclude: Sequence[str] = ()) -> SourceTree:
     manifest: Path | None = None
     for relpath, abspath, file_stat in _walk(root, exclude):
         if relpath == MANIFEST_FILENAME:
-            manifest = abspath
+            manifest = Path(abspath)
             continue
         files.append(SourceFile.from_stat(relpath, abspath, file_stat))
     if not files:
@@ -83,21 +84,22 @@ def _single_file(path: Path, st: os.stat_result) -> SourceTree:
         raise InvalidInputError(
             f"{MANIFEST_FILENAME} describes a run directory; register the directory that holds it", path=path
         )
-    _check_name(path.name, path)
+    _check_name(path.name, str(path))
     return SourceTree(
         root=path.parent,
         given=path,
         run_name=path.stem,
-        files=[SourceFile.from_stat(path.name, path, st)],
+        files=[SourceFile.from_stat(path.name, str(path), st)],
         run_manifest=None,
     )
 
 
-def _walk(root: Path, exclude: Sequence[str]) -> list[tuple[str, Path, os.stat_result]]:
+def _walk(root: Path, exclude: Sequence[str]) -> list[tuple[str, str, os.stat_result]]:
     """Depth-first walk yielding (relative path, path to read, stat) for each regular file."""
-    found: list[tuple[str, Path, os.stat_result]] = []
-    visited_dirs = {str(root)}
-    stack: list[tuple[Path, str]] = [(root, "")]
+    found: list[tuple[str, str, os.stat_result]] = []
+    root_text = str(root)
+    visited_dirs = {root_text}
+    stack: list[tuple[str, str]] = [(root_text, "")]
     while stack:
         directory, prefix = stack.pop()
         try:
@@ -105,53 +107,61 @@ def _walk(root: Path, exclude: Sequence[str]) -> list[tuple[str, Path, os.stat_r
         except OSError as exc:
             raise InvalidInputError(f"cannot list directory: {exc.strerror}", path=directory) from None
         for entry in entries:
-            relpath = f"{prefix}{entry.name}"
-            entry_path = Path(entry.path)
-            _check_name(relpath, entry_path)
-            if _excluded(relpath, entry.name, exclude):
+            # Names come one directory level at a time, so checking each name checks every path.
+            _check_name(entry.name, entry.path)
+            relpath = prefix + entry.name
+            if exclude and _excluded(relpath, entry.name, exclude):
                 continue
-            target, target_stat = _resolve(root, entry, entry_path)
+            target, target_stat = _resolve(root_text, entry)
             if stat.S_ISDIR(target_stat.st_mode):
-                real = str(target)
-                if real in visited_dirs:
+                if target in visited_dirs:
                     continue  # a symlink loop, or a second link to a directory already walked
-                visited_dirs.add(real)
+                visited_dirs.add(target)
                 stack.append((target, relpath + "/"))
             elif stat.S_ISREG(target_stat.st_mode):
                 found.append((relpath, target, target_stat))
             else:
-                raise InvalidInputError("not a regular file (a socket, FIFO or device)", path=entry_path)
+                raise InvalidInputError("not a regular file (a socket, FIFO or device)", path=entry.path)
     return found
 
 
-def _resolve(root: Path, entry: os.DirEntry[str], entry_path: Path) -> tuple[Path, os.stat_result]:
+def _resolve(root: str, entry: os.DirEntry[str]) -> tuple[str, os.stat_result]:
     """The path to read and its stat; symlinks must resolve inside `root`."""
     try:
         if not entry.is_symlink():
-            return entry_path, entry.stat(follow_symlinks=False)
-        target = Path(os.path.realpath(entry_path))
-        if target != root and root not in target.parents:
+            return entry.path, entry.stat(follow_symlinks=False)
+        target = os.path.realpath(entry.path)
+        if target != root and not target.startswith(root.rstrip("/") + "/"):
             raise InvalidInputError(
                 f"symlink points outside the registered directory (to {target}); "
                 "copy the file in or register its own directory",
-                path=entry_path,
+                path=entry.path,
             )
         return target, os.stat(target)
     except FileNotFoundError:
-        raise InvalidInputError("symlink points to nothing (a dangling link)", path=entry_path) from None
+        raise InvalidInputError("symlink points to nothing (a dangling link)", path=entry.path) from None
     except PermissionError as exc:
-        raise InvalidInputError(f"cannot access: {exc.strerror}", path=entry_path) from None
+        raise InvalidInputError(f"cannot access: {exc.strerror}", path=entry.path) from None
     except OSError as exc:  # ELOOP for a symlink loop, ENAMETOOLONG, ...
-        raise InvalidInputError(f"cannot follow the symlink: {exc.strerror}", path=entry_path) from None
+        raise InvalidInputError(f"cannot follow the symlink: {exc.strerror}", path=entry.path) from None
 
 
-def _check_name(relpath: str, path: Path) -> None:
-    if any("\udc80" <= char <= "\udcff" for char in relpath):
+# Characters a stored name may not hold: NUL, backslash (not portable), and the surrogates
+# Python uses for bytes that are not UTF-8.
+_BAD_NAME_CHARS = re.compile("[\x00\\\\\udc80-\udcff]")
+
+
+def _check_name(name: str, path: str) -> None:
+    bad = _BAD_NAME_CHARS.search(name)
+    if bad is None:
+        return
+    if "\udc80" <= bad.group() <= "\udcff":
         raise InvalidInputError("file name is not valid UTF-8; rename it", path=path)
     try:
-        check_relative_path(relpath)
+        check_relative_path(name)
     except ValueError as exc:
         raise InvalidInputError(f"file name cannot be stored: {exc}", path=path) from None
+    raise InvalidInputError("file name cannot be stored", path=path)  # pragma: no cover
 
 
 def _excluded(relpath: str, name: str, patterns: Sequence[str]) -> bool:
