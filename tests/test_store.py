@@ -183,3 +183,12 @@ def test_a_discarded_link_batch_gives_files_their_modes_back(store: LocalBlobSto
     assert stat.S_IMODE(source.stat().st_mode) == 0o640
     assert source.stat().st_nlink == 1
     assert list(store.tmp.iterdir()) == []
+
+
+def test_has_all_sees_a_missing_blob_in_either_half_of_a_long_list(store: LocalBlobStore) -> None:
+    present = store.put(io.BytesIO(b"here")).sha256
+    missing = "0" * 64
+    many = [present] * 6000
+    assert store.has_all(many)
+    assert not store.has_all([*many, missing])
+    assert not store.has_all([missing, *many])

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
+from typing import Any
 
 from modelyard.manifest import ArtifactManifest
 
 
 @dataclass(frozen=True)
 class VersionRecord:
-    """One registered version: its manifest and where it came from."""
+    """One registered version: its manifest and where it came from.
+
+    The manifest is kept as the JSON text the catalog stores and validated when first read:
+    finding a version (say, an unchanged re-registration of 20,000 files) need not parse it."""
 
     artifact_name: str
     number: int
-    manifest: ArtifactManifest
+    manifest_json: str = field(repr=False)
     content_key: str
     registered_at: datetime
     registered_by: str
@@ -27,6 +32,19 @@ class VersionRecord:
     @property
     def ref(self) -> str:
         return f"{self.artifact_name}@{self.number}"
+
+    @cached_property
+    def manifest(self) -> ArtifactManifest:
+        from modelyard.manifest import parse_manifest
+
+        return parse_manifest(self.manifest_json, f"catalog manifest of {self.ref}")
+
+    @classmethod
+    def with_manifest(cls, manifest: ArtifactManifest, manifest_json: str, **fields: Any) -> VersionRecord:
+        """A record for a manifest already in hand (validated as it was built) and its JSON text."""
+        record = cls(manifest_json=manifest_json, **fields)
+        record.__dict__["manifest"] = manifest  # fill the cache; the text is the same manifest
+        return record
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from modelyard.catalog.db import create_catalog_engine, ensure_schema, safe_url,
 from modelyard.catalog.tables import ArtifactRow, EventRow, FileRow, VersionRow, VersionTagRow
 from modelyard.domain import FileUse, ListFilters, VersionRecord, VersionSummary
 from modelyard.errors import BusyError, CatalogError, ModelyardError, NotFoundError, StorageError
-from modelyard.manifest import ArtifactManifest, parse_manifest
+from modelyard.manifest import ArtifactManifest
 from modelyard.names import RESERVED_REFS, Reference
 
 ManifestBuilder = Callable[[int], ArtifactManifest]
@@ -130,10 +130,11 @@ class Catalog:
                 session.add(VersionTagRow(version_id=row.id, tag=tag))
             session.add(_event(now, registered_by, "register", name, number, {"source_path": source_path}))
         return (
-            VersionRecord(
+            VersionRecord.with_manifest(
+                manifest,
+                manifest_json,
                 artifact_name=name,
                 number=number,
-                manifest=manifest,
                 content_key=content_key,
                 registered_at=now,
                 registered_by=registered_by,
@@ -384,7 +385,7 @@ def _record(name: str, row: VersionRow) -> VersionRecord:
     return VersionRecord(
         artifact_name=name,
         number=row.number,
-        manifest=parse_manifest(row.manifest_json, f"catalog manifest of {name}@{row.number}"),
+        manifest_json=row.manifest_json,
         content_key=row.content_key,
         registered_at=_utc(row.registered_at),
         registered_by=row.registered_by,

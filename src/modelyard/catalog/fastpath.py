@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from modelyard.domain import VersionRecord
-from modelyard.manifest import parse_manifest
 
 _QUERY = """
 SELECT v.number, v.manifest_json, v.content_key, v.registered_at, v.registered_by, v.source_path
@@ -46,7 +45,7 @@ def find_by_content(db_path: Path, schema_revision: str, name: str, content_key:
     return VersionRecord(
         artifact_name=name,
         number=number,
-        manifest=parse_manifest(manifest_json, f"catalog manifest of {name}@{number}"),
+        manifest_json=manifest_json,
         content_key=key,
         registered_at=_parse_sqlite_datetime(registered_at),
         registered_by=registered_by,

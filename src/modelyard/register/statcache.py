@@ -11,9 +11,11 @@ The cache is a local SQLite file in the registry home; losing it only costs re-r
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from modelyard.register.scan import SourceFile
 
@@ -65,31 +67,37 @@ class StatCache:
         connection = self._connect()
         if connection is None:
             return {}
-        by_path = {str(f.abspath): f for f in files}
-        paths = list(by_path)
+        by_path = {f.abspath: f for f in files}
         found: dict[str, str] = {}
         try:
-            for start in range(0, len(paths), _LOOKUP_CHUNK):
-                chunk = paths[start : start + _LOOKUP_CHUNK]
-                marks = ",".join("?" * len(chunk))
-                rows = connection.execute(
-                    f"SELECT path, dev, ino, size, mtime_ns, ctime_ns, sha256, hashed_at_ns "
-                    f"FROM entries WHERE path IN ({marks})",
-                    chunk,
-                )
-                for path, dev, ino, size, mtime_ns, ctime_ns, sha256, hashed_at_ns in rows:
-                    current = by_path[path]
-                    if (dev, ino, size, mtime_ns, ctime_ns) == (
-                        current.dev,
-                        current.ino,
-                        current.size,
-                        current.mtime_ns,
-                        current.ctime_ns,
-                    ) and _settled(mtime_ns, hashed_at_ns):
-                        found[path] = sha256
+            for path, dev, ino, size, mtime_ns, ctime_ns, sha256, hashed_at_ns in self._rows(connection, files):
+                current = by_path.get(path)
+                if current is None:
+                    continue
+                if (dev, ino, size, mtime_ns, ctime_ns) == (
+                    current.dev,
+                    current.ino,
+                    current.size,
+                    current.mtime_ns,
+                    current.ctime_ns,
+                ) and _settled(mtime_ns, hashed_at_ns):
+                    found[path] = sha256
         except sqlite3.Error:
             return {}
         return found
+
+    @staticmethod
+    def _rows(connection: sqlite3.Connection, files: list[SourceFile]) -> Iterable[tuple[Any, ...]]:
+        """Candidate entries: one range scan of the common directory for many files (the
+        primary key is the path), or exact lookups for a few."""
+        columns = "path, dev, ino, size, mtime_ns, ctime_ns, sha256, hashed_at_ns"
+        paths = [f.abspath for f in files]
+        if len(paths) > _LOOKUP_CHUNK:
+            prefix = os.path.commonpath(paths).rstrip("/") + "/"
+            upper = prefix[:-1] + chr(ord("/") + 1)  # the first string after every "prefix..." one
+            return connection.execute(f"SELECT {columns} FROM entries WHERE path >= ? AND path < ?", (prefix, upper))
+        marks = ",".join("?" * len(paths))
+        return connection.execute(f"SELECT {columns} FROM entries WHERE path IN ({marks})", paths)
 
     def record(self, entries: Iterable[tuple[SourceFile, str]], hashed_at_ns: int) -> None:
         """Remember digests of files as they were stat'ed after they were read."""
@@ -97,8 +105,7 @@ class StatCache:
         if connection is None:
             return
         rows = [
-            (str(f.abspath), f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, sha256, hashed_at_ns)
-            for f, sha256 in entries
+            (f.abspath, f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, sha256, hashed_at_ns) for f, sha256 in entries
         ]
         if not rows:
             return

@@ -149,7 +149,20 @@ class LocalBlobStore:
 
     def has_all(self, digests: builtins.list[str]) -> bool:
         objects = str(self.objects)  # plain strings: this runs for every file of an unchanged registration
-        return all(os.path.exists(f"{objects}/{digest[:2]}/{digest}") for digest in digests)
+
+        def present(chunk: builtins.list[str]) -> bool:
+            return all(os.path.exists(f"{objects}/{digest[:2]}/{digest}") for digest in chunk)
+
+        if len(digests) < 4096:
+            return present(digests)
+        # The time is in stat(2), which releases the GIL: two threads check twice as fast.
+        half = len(digests) // 2
+        other: builtins.list[bool] = []
+        helper = threading.Thread(target=lambda: other.append(present(digests[half:])))
+        helper.start()
+        mine = present(digests[:half])
+        helper.join()
+        return mine and other == [True]
 
     def verify(self, sha256: str, on_bytes: ProgressCallback | None = None) -> BlobCheck:
         path = self.blob_path(sha256)
