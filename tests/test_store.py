@@ -192,3 +192,25 @@ def test_has_all_sees_a_missing_blob_in_either_half_of_a_long_list(store: LocalB
     assert store.has_all(many)
     assert not store.has_all([*many, missing])
     assert not store.has_all([missing, *many])
+
+
+def test_a_large_file_from_another_filesystem_is_copied_through_a_buffer(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's temporary directory")
+    store_root = shm / f"modelyard-store-{os.getpid()}"
+    source = tmp_path / "big.bin"
+    data = os.urandom(9 * 1024 * 1024)  # above the kernel-copy threshold
+    source.write_bytes(data)
+    try:
+        store = LocalBlobStore(store_root)
+        with store.writer() as writer:
+            staged = writer.add_file(source)
+            writer.publish()
+        assert staged.sha256 == hashlib.sha256(data).hexdigest()
+        assert store.verify(staged.sha256).status == "ok"
+        assert list(store.tmp.iterdir()) == []
+    finally:
+        import shutil
+
+        shutil.rmtree(store_root, ignore_errors=True)
