@@ -384,11 +384,7 @@ class LocalBlobWriter:
         buffer, view = _thread_buffer()
         size = 0
         flushed = 0
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOB_MODE)
-        except OSError as exc:
-            raise StorageError(f"cannot create a temporary blob: {exc.strerror}", path=tmp) from None
-        try:
+        with _temporary_blob(tmp, os.O_WRONLY) as fd:
             while True:
                 try:
                     count = reader(buffer)
@@ -410,12 +406,6 @@ class LocalBlobWriter:
             synced = size >= FSYNC_EACH_MIN_BYTES
             if synced:
                 _fsync(fd, tmp)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        os.close(fd)
         return hasher.hexdigest(), size, synced
 
     def _kernel_copy(
@@ -426,11 +416,7 @@ class LocalBlobWriter:
         read() and write(), the hash is of the bytes stored, and memory stays bounded."""
         hasher = hashlib.sha256()
         offset = 0
-        try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOB_MODE)
-        except OSError as exc:
-            raise StorageError(f"cannot create a temporary blob: {exc.strerror}", path=tmp) from None
-        try:
+        with _temporary_blob(tmp, os.O_RDWR) as fd:  # read access too, for the mapping
             while True:
                 try:
                     copied = os.copy_file_range(source_fd, fd, WRITEBACK_STEP, offset, offset)
@@ -451,12 +437,6 @@ class LocalBlobWriter:
                 if on_bytes:
                     on_bytes(copied)
             _fsync(fd, tmp)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        os.close(fd)
         return hasher.hexdigest(), offset, True
 
     def _add_linked(
@@ -559,6 +539,24 @@ class LocalBlobWriter:
                 _fsync_dir(directory)
         else:
             _syncfs(self._store.objects)
+
+
+@contextlib.contextmanager
+def _temporary_blob(tmp: Path, access: int) -> Iterator[int]:
+    """Create a new temporary blob file (mode 0444: writable only through this descriptor);
+    it is closed at the end, and removed if the block fails."""
+    try:
+        fd = os.open(tmp, access | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOB_MODE)
+    except OSError as exc:
+        raise StorageError(f"cannot create a temporary blob: {exc.strerror}", path=tmp) from None
+    try:
+        yield fd
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)
 
 
 def _check_unchanged(path: Path, before: os.stat_result, after: os.stat_result, size_read: int) -> None:
