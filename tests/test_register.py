@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from conftest import RunBuilder, backdate, write_safetensors
 from modelyard.digest import sha256_file, training_config_hash
 from modelyard.errors import InvalidInputError, NotFoundError
-from modelyard.manifest import MANIFEST_FILENAME
+from modelyard.names import MANIFEST_FILENAME
 from modelyard.register.metadata import RegisterOptions
 from modelyard.registry import Registry
 
@@ -213,6 +214,48 @@ def test_an_edit_that_restores_size_and_mtime_is_still_seen(registry: Registry, 
     result = registry.register(run, RegisterOptions(artifact_name="gpt-small-v1"))
     assert result.created and result.version.number == 2
     assert result.files_read == 1
+
+
+def test_an_unchanged_tree_is_answered_from_its_snapshot_and_an_edit_still_seen(
+    registry: Registry, make_run: RunBuilder
+) -> None:
+    """After two registrations the stat cache holds a snapshot of the whole tree: the next
+    unchanged registration is answered from it, and an edit that keeps the size is still seen."""
+    run = make_run()
+    options = RegisterOptions(artifact_name="gpt-small-v1")
+    registry.register(run, options)
+    registry.register(run, options)
+    snapshot = sqlite3.connect(registry.settings.stat_cache_path).execute("SELECT root FROM trees").fetchall()
+    assert snapshot == [(str(run),)]
+    unchanged = registry.register(run, options)
+    assert (unchanged.created, unchanged.files_read, unchanged.version.number) == (False, 0, 1)
+
+    target = run / "checkpoints" / "latest.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    backdate(target)
+    edited = registry.register(run, options)
+    assert (edited.created, edited.version.number, edited.files_read) == (True, 2, 1)
+
+
+def test_a_quarantined_blob_is_stored_again_by_an_unchanged_registration(
+    registry: Registry, make_run: RunBuilder
+) -> None:
+    """The snapshot's "every blob present" holds only while no blob has left the store."""
+    run = make_run()
+    options = RegisterOptions(artifact_name="gpt-small-v1")
+    registry.register(run, options)
+    registry.register(run, options)  # the tree snapshot is recorded
+    digest = sha256_file(run / "checkpoints" / "best.safetensors")[0]
+    epoch = registry.store.removal_epoch()
+    assert registry.store.quarantine(digest) is not None
+    assert registry.store.removal_epoch() != epoch
+    assert not registry.store.has_all([digest])
+    again = registry.register(run, options)
+    assert (again.created, again.version.number) == (False, 1)
+    assert registry.store.has_all([digest])
+    assert not registry.verify().problems
 
 
 def test_recently_written_files_are_read_again_until_settled(registry: Registry, make_run: RunBuilder) -> None:

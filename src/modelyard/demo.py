@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from modelyard.digest import training_config_hash
-from modelyard.manifest import MANIFEST_FILENAME
+from modelyard.names import MANIFEST_FILENAME
 from modelyard.registry import Registry
 
 DEMO_NAME = "vision-vit-base16-embed-v1"

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelyard.manifest import ArtifactManifest
+if TYPE_CHECKING:  # pydantic loads only when a manifest is read: not for an unchanged registration
+    from modelyard.manifest import ArtifactManifest
 
 
 @dataclass(frozen=True)

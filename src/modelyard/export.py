@@ -21,7 +21,8 @@ from typing import IO
 from modelyard.domain import VersionRecord
 from modelyard.errors import ConflictError, CorruptionError, NotFoundError, StorageError
 from modelyard.fsutil import syncfs
-from modelyard.manifest import MANIFEST_FILENAME, FileEntry
+from modelyard.manifest import FileEntry
+from modelyard.names import MANIFEST_FILENAME
 from modelyard.progress import NullProgress, Progress
 from modelyard.store.base import BlobStore
 

@@ -18,6 +18,7 @@ name, so parts containing hyphens (``vit-base16``, ``lm-finetune``) parse unambi
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from modelyard.errors import InvalidInputError
 
 EXAMPLE_NAME = "vision-vit-base16-embed-v1"
+MANIFEST_FILENAME = "artifact_manifest.json"
 AUTO_TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 MAX_NAME_LENGTH = 200
 UNSET_PART = "unknown"
@@ -316,3 +318,27 @@ def parse_reference(text: str) -> Reference:
     if ref.isdigit() and ((ref != "0" and ref.startswith("0")) or int(ref) == 0):
         raise InvalidInputError(f"reference {text!r}: version numbers start at 1 and have no leading zeros")
     return Reference(name=name, ref=ref)
+
+
+# Anything that could make a path unsafe or ambiguous: a leading or trailing '/', an empty, '.'
+# or '..' part, a backslash or a NUL. Paths without any of it are accepted in one C-speed
+# search (manifests hold tens of thousands); the rest get the precise message below.
+_SUSPICIOUS_PATH = re.compile(r"^/|/$|//|(?:^|/)\.\.?(?:/|$)|[\\\x00]|^$")
+
+
+def check_relative_path(value: str) -> str:
+    """A path inside an artifact: relative, '/'-separated, no '..', '.', empty parts or NUL."""
+    if not _SUSPICIOUS_PATH.search(value):
+        return value
+    if "\x00" in value:
+        raise ValueError("path contains a NUL byte")
+    if "\\" in value:
+        raise ValueError(f"path {value!r} contains a backslash; use '/'")
+    if value.startswith("/"):
+        raise ValueError(f"path {value!r} is absolute")
+    parts = value.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"path {value!r} has an empty, '.' or '..' part")
+    if posixpath.normpath(value) != value:
+        raise ValueError(f"path {value!r} is not normalised")
+    return value

@@ -22,22 +22,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from modelyard.config import Settings
 from modelyard.digest import canonical_json
 from modelyard.domain import Registration, VersionRecord
 from modelyard.errors import InvalidInputError
-from modelyard.manifest import ArtifactManifest, FileEntry, format_validation_error, load_run_manifest
 from modelyard.progress import NullProgress, Progress
 from modelyard.register.ingest import IngestResult, ingest
-from modelyard.register.metadata import RegisterOptions, ResolvedMetadata, resolve_metadata
+from modelyard.register.metadata import RegisterOptions, ResolvedMetadata, resolve_metadata, validate_metadata
 from modelyard.register.scan import SourceFile, SourceTree, scan_source
-from modelyard.register.statcache import StatCache
+from modelyard.register.statcache import StatCache, tree_signature
 from modelyard.store.base import BlobStore
 
-if TYPE_CHECKING:  # importing the catalog pulls in SQLAlchemy (~0.2 s): only when needed
+if TYPE_CHECKING:  # SQLAlchemy (~0.2 s) and pydantic (~0.1 s) load only when a version is made
     from modelyard.catalog.catalog import Catalog
+    from modelyard.manifest import ArtifactManifest, FileEntry, RunManifest
 
 FindExisting = Callable[[str, str], VersionRecord | None]
 
@@ -82,17 +80,18 @@ def _register(
 ) -> Registration:
     started_ns = time.time_ns()
     source = scan_source(Path(path), options.exclude)
-    incoming = load_run_manifest(source.run_manifest) if source.run_manifest else None
+    incoming = _load_run_manifest(source.run_manifest) if source.run_manifest else None
     meta = resolve_metadata(options, source, incoming, parts.settings.vocabulary)
 
     cache = StatCache(parts.settings.stat_cache_path)
     try:
-        cached = cache.lookup(source.files)
-        unchanged = _unchanged_version(parts, source, meta, cached)
+        unchanged, cached = _find_unchanged(parts, cache, source, meta, started_ns)
         if unchanged is not None:
             return unchanged
+        validate_metadata(meta)
         store = parts.store()
         catalog = parts.catalog()
+        epoch = store.removal_epoch()  # read before publishing: a later removal moves it on
         with store.writer() as writer:
             result = ingest(
                 source.files,
@@ -115,32 +114,59 @@ def _register(
                 source_path=str(source.given),
             )
         cache.record(_restat(result.read), started_ns)
+        if not link:  # linking changed the files' ctimes: the next registration records the tree
+            digests = [e.sha256 for e in result.entries]
+            cache.record_tree(str(source.given), source.files, tree_signature(source.files), digests, started_ns, epoch)
     finally:
         cache.close()
     return _registration(version, created, source, meta, result)
 
 
-def _unchanged_version(
-    parts: RegistryParts, source: SourceTree, meta: ResolvedMetadata, cached: dict[str, str]
-) -> Registration | None:
-    """The existing version, if every file is cached and that exact content is registered."""
+def _find_unchanged(
+    parts: RegistryParts, cache: StatCache, source: SourceTree, meta: ResolvedMetadata, started_ns: int
+) -> tuple[Registration | None, dict[str, str]]:
+    """The existing version, if every file is known unchanged and that exact content is registered;
+    and the digests the stat cache vouches for, for the files that must be stored otherwise.
+
+    First the tree snapshot (one row for the whole tree; no blob checks while the store's removal
+    epoch is the one recorded), then the per-file stat cache."""
+    root = str(source.given)
+    signature = tree_signature(source.files)
+    snapshot = cache.lookup_tree(root, source.files, signature)
+    if snapshot is not None:
+        existing = _existing_version(parts, source, meta, snapshot.digests)
+        if existing is not None:
+            epoch = parts.store().removal_epoch()
+            if epoch == snapshot.store_epoch or parts.store().has_all(snapshot.digests):
+                if epoch != snapshot.store_epoch:
+                    cache.record_tree(root, source.files, signature, snapshot.digests, started_ns, epoch)
+                return _registration(existing, False, source, meta, IngestResult(entries=[])), {}
+    cached = cache.lookup(source.files)
     if len(cached) != len(source.files):
-        return None
-    digests = [cached[str(f.abspath)] for f in source.files]
+        return None, cached
+    digests = [cached[f.abspath] for f in source.files]
+    existing = _existing_version(parts, source, meta, digests)
+    if existing is None:
+        return None, cached
+    epoch = parts.store().removal_epoch()
+    if not parts.store().has_all(digests):
+        return None, cached
+    cache.record_tree(root, source.files, signature, digests, started_ns, epoch)
+    return _registration(existing, False, source, meta, IngestResult(entries=[])), cached
+
+
+def _existing_version(
+    parts: RegistryParts, source: SourceTree, meta: ResolvedMetadata, digests: list[str]
+) -> VersionRecord | None:
     files = [(f.relpath, f.size, d) for f, d in zip(source.files, digests, strict=True)]
     _check_incoming_files(meta, files, source)
-    key = content_key(meta.identity, files)
-    existing = parts.find_existing(meta.artifact_name, key)
-    if existing is None or not parts.store().has_all(digests):
-        return None
-    return _registration(existing, False, source, meta, IngestResult(entries=[]))
+    return parts.find_existing(meta.artifact_name, content_key(meta.identity, files))
 
 
 def content_key(identity: dict[str, Any], files: Iterable[tuple[str, int, str]]) -> str:
     """What makes two registrations the same version: user-given fields and the exact files."""
     hasher = hashlib.sha256(canonical_json(_jsonable(identity)))
-    for path, size, sha256 in files:
-        hasher.update(f"\n{path}\0{size}\0{sha256}".encode())
+    hasher.update("".join([f"\n{path}\0{size}\0{sha256}" for path, size, sha256 in files]).encode())
     return hasher.hexdigest()
 
 
@@ -169,7 +195,17 @@ def _check_incoming_files(meta: ResolvedMetadata, files: list[tuple[str, int, st
             )
 
 
+def _load_run_manifest(path: Path) -> RunManifest:
+    from modelyard.manifest import load_run_manifest
+
+    return load_run_manifest(path)
+
+
 def _build_manifest(meta: ResolvedMetadata, number: int, entries: list[FileEntry]) -> ArtifactManifest:
+    from pydantic import ValidationError
+
+    from modelyard.manifest import ArtifactManifest, format_validation_error
+
     data = {**meta.fields, "artifact_name": meta.artifact_name, "model_version": number, "files": entries}
     try:
         return ArtifactManifest.model_validate(data)

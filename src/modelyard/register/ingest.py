@@ -12,12 +12,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from modelyard.errors import InvalidInputError
-from modelyard.manifest import FileEntry
 from modelyard.progress import Progress
 from modelyard.register.scan import SourceFile
 from modelyard.store.base import BlobStore, BlobWriter, StagedBlob
+
+if TYPE_CHECKING:
+    from modelyard.manifest import FileEntry
 
 _SMALL_FILE_BYTES = 1024 * 1024
 
@@ -43,6 +46,8 @@ def ingest(
     progress: Progress,
 ) -> IngestResult:
     """Store every file not already stored, returning the file list in the given order."""
+    from modelyard.manifest import FileEntry
+
     digests: dict[str, str] = {}
     to_read: list[SourceFile] = []
     result = IngestResult(entries=[])

@@ -19,16 +19,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from modelyard.digest import canonical_json, training_config_hash
 from modelyard.errors import InvalidInputError
 from modelyard.loaders import load_mapping
-from modelyard.manifest import MANIFEST_FILENAME, RunManifest, format_validation_error
-from modelyard.names import ParsedName, Vocabulary, auto_name, parse_name, slug
+from modelyard.names import MANIFEST_FILENAME, ParsedName, Vocabulary, auto_name, parse_name, slug
 from modelyard.register.scan import SourceTree
+
+if TYPE_CHECKING:  # pydantic loads for validation only, which an unchanged registration skips
+    from modelyard.manifest import RunManifest
 
 # Flags whose value is a plain manifest field of the same name.
 _SCALAR_FLAGS = (
@@ -70,8 +70,13 @@ class RegisterOptions:
 
 @dataclass(frozen=True)
 class ResolvedMetadata:
-    """Everything the manifest needs except the version number and the file list."""
+    """Everything the manifest needs except the version number and the file list.
 
+    Resolving is plain dictionary work; `validate_metadata` checks the field types with pydantic.
+    An unchanged re-registration skips that: the version it finds was built from these very
+    fields, validated when it was registered."""
+
+    manifest_path: Path
     artifact_name: str
     fields: dict[str, Any]
     # The fields the user determined (not derived from mtimes or paths): with the file list
@@ -129,14 +134,18 @@ def resolve_metadata(
     given.setdefault("created_at", derived_created)
     given.setdefault("run_name", source.run_name)
 
-    _validate_early({k: v for k, v in given.items() if k != "artifact_name"}, manifest_path)
-    parsed = _resolve_name(given, source, vocabulary)
+    try:
+        parsed = _resolve_name(given, source, vocabulary)
+    except InvalidInputError:
+        # A bad field (say a node type) makes a bad generated name: name the field instead.
+        _validate_fields({k: v for k, v in given.items() if k != "artifact_name"}, manifest_path)
+        raise
     warnings += _fill_from_name(given, parsed)
     identity["artifact_name"] = parsed.name
 
-    _validate_early(given, manifest_path)
     fields = {key: value for key, value in given.items() if key not in ("artifact_name", "model_version", "files")}
     return ResolvedMetadata(
+        manifest_path=manifest_path,
         artifact_name=parsed.name,
         fields=fields,
         identity={k: v for k, v in identity.items() if k not in ("model_version", "files")},
@@ -287,8 +296,16 @@ def _fill_from_name(given: dict[str, Any], parsed: ParsedName) -> list[str]:
     return warnings
 
 
-def _validate_early(given: dict[str, Any], manifest_path: Path) -> None:
-    """Check the field types now, before any bytes are stored."""
+def validate_metadata(meta: ResolvedMetadata) -> None:
+    """Check the field types, before any bytes are stored."""
+    _validate_fields({**meta.fields, "artifact_name": meta.artifact_name}, meta.manifest_path)
+
+
+def _validate_fields(given: dict[str, Any], manifest_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from modelyard.manifest import RunManifest, format_validation_error
+
     try:
         RunManifest.model_validate({k: v for k, v in given.items() if k != "files"})
     except ValidationError as exc:

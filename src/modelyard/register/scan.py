@@ -15,14 +15,17 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from modelyard.errors import InvalidInputError
-from modelyard.manifest import MANIFEST_FILENAME, check_relative_path
+from modelyard.names import MANIFEST_FILENAME, check_relative_path
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """A file to register: where it sits in the artifact, where to read it, its stat."""
+class SourceFile(NamedTuple):
+    """A file to register: where it sits in the artifact, where to read it, its stat.
+
+    A named tuple: a scan builds one per file, and this is three times cheaper to build than
+    a frozen dataclass (20,000 of them are a measurable part of an unchanged registration)."""
 
     relpath: str
     abspath: str  # a plain string: building 20,000 Path objects costs more than the scan itself
@@ -66,16 +69,16 @@ def scan_source(path: Path, exclude: Sequence[str] = ()) -> SourceTree:
     if not stat.S_ISDIR(st.st_mode):
         raise InvalidInputError("not a regular file or directory", path=path)
     root = Path(os.path.realpath(absolute))
-    files: list[SourceFile] = []
+    files = _walk(root, exclude)
     manifest: Path | None = None
-    for relpath, abspath, file_stat in _walk(root, exclude):
-        if relpath == MANIFEST_FILENAME:
-            manifest = Path(abspath)
-            continue
-        files.append(SourceFile.from_stat(relpath, abspath, file_stat))
+    for index, found in enumerate(files):
+        if found.relpath == MANIFEST_FILENAME:
+            manifest = Path(found.abspath)
+            del files[index]
+            break
     if not files:
         raise InvalidInputError("no files to register (the directory is empty or everything is excluded)", path=path)
-    files.sort(key=lambda f: f.relpath)
+    files.sort()  # by relpath: the first field, unique, so no further fields are compared
     return SourceTree(root=root, given=absolute, run_name=absolute.name, files=files, run_manifest=manifest)
 
 
@@ -94,12 +97,14 @@ def _single_file(path: Path, st: os.stat_result) -> SourceTree:
     )
 
 
-def _walk(root: Path, exclude: Sequence[str]) -> list[tuple[str, str, os.stat_result]]:
-    """Depth-first walk yielding (relative path, path to read, stat) for each regular file."""
-    found: list[tuple[str, str, os.stat_result]] = []
+def _walk(root: Path, exclude: Sequence[str]) -> list[SourceFile]:
+    """Depth-first walk: a SourceFile for each regular file. (The per-entry work is kept small:
+    for 20,000 files this loop is most of an unchanged re-registration.)"""
+    found: list[SourceFile] = []
     root_text = str(root)
     visited_dirs = {root_text}
     stack: list[tuple[str, str]] = [(root_text, "")]
+    bad_name = _BAD_NAME_CHARS.search
     while stack:
         directory, prefix = stack.pop()
         try:
@@ -108,28 +113,43 @@ def _walk(root: Path, exclude: Sequence[str]) -> list[tuple[str, str, os.stat_re
             raise InvalidInputError(f"cannot list directory: {exc.strerror}", path=directory) from None
         for entry in entries:
             # Names come one directory level at a time, so checking each name checks every path.
-            _check_name(entry.name, entry.path)
-            relpath = prefix + entry.name
-            if exclude and _excluded(relpath, entry.name, exclude):
+            name = entry.name
+            if bad_name(name):
+                _check_name(name, entry.path)
+            relpath = prefix + name
+            if exclude and _excluded(relpath, name, exclude):
                 continue
-            target, target_stat = _resolve(root_text, entry)
-            if stat.S_ISDIR(target_stat.st_mode):
+            if entry.is_symlink():
+                target, st = _resolve(root_text, entry)
+            else:
+                target, st = entry.path, _lstat(entry)
+            mode = st.st_mode
+            if stat.S_ISREG(mode):
+                found.append(
+                    SourceFile(relpath, target, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+                )
+            elif stat.S_ISDIR(mode):
                 if target in visited_dirs:
                     continue  # a symlink loop, or a second link to a directory already walked
                 visited_dirs.add(target)
                 stack.append((target, relpath + "/"))
-            elif stat.S_ISREG(target_stat.st_mode):
-                found.append((relpath, target, target_stat))
             else:
                 raise InvalidInputError("not a regular file (a socket, FIFO or device)", path=entry.path)
     return found
 
 
-def _resolve(root: str, entry: os.DirEntry[str]) -> tuple[str, os.stat_result]:
-    """The path to read and its stat; symlinks must resolve inside `root`."""
+def _lstat(entry: os.DirEntry[str]) -> os.stat_result:
     try:
-        if not entry.is_symlink():
-            return entry.path, entry.stat(follow_symlinks=False)
+        return entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        raise InvalidInputError("vanished while the directory was being read", path=entry.path) from None
+    except OSError as exc:
+        raise InvalidInputError(f"cannot access: {exc.strerror}", path=entry.path) from None
+
+
+def _resolve(root: str, entry: os.DirEntry[str]) -> tuple[str, os.stat_result]:
+    """The path to read and the stat of a symlink's target, which must be inside `root`."""
+    try:
         target = os.path.realpath(entry.path)
         if target != root and not target.startswith(root.rstrip("/") + "/"):
             raise InvalidInputError(

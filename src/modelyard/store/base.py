@@ -107,6 +107,13 @@ class BlobStore(Protocol):
         """Remove a blob; absent blobs are ignored."""
         ...
 
+    def removal_epoch(self) -> str:
+        """A token that changes whenever a blob leaves the store (gc, quarantine).
+
+        "Every blob of this version was present at epoch E" stays true while the epoch is E, so
+        an unchanged re-registration need not check thousands of blobs one by one."""
+        ...
+
     def list(self) -> Iterator[BlobInfo]:
         """Every blob in the store, in no particular order."""
         ...

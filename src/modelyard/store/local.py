@@ -7,6 +7,7 @@ On-disk layout under the store root (default `~/.modelyard/store`)::
     tmp/                                      staged writes: <pid>-<random>, never read as blobs
     quarantine/                               blobs `verify` found corrupt: <digest>.<UTC time>
     lock                                      flock: writers share it, gc takes it exclusively
+    removals                                  a token replaced whenever a blob leaves `objects/`
 
 A blob is written under `tmp/` while it is hashed, made durable (fsync for large files, one
 syncfs for a batch of small ones), and only then renamed into its shard, followed by another
@@ -78,6 +79,7 @@ class LocalBlobStore:
         self.tmp = root / "tmp"
         self.quarantine_dir = root / "quarantine"
         self._lock_path = root / "lock"
+        self._removals_path = root / "removals"
         self._reflinks: bool | None = None  # unknown until the first --link attempt
         self._ensure_layout()
 
@@ -191,6 +193,11 @@ class LocalBlobStore:
     def quarantine(self, sha256: str) -> str | None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         target = self.quarantine_dir / f"{sha256}.{stamp}.{secrets.token_hex(3)}"
+        if not self.blob_path(sha256).exists():
+            return None
+        # A quarantined blob may belong to a registered version: new epoch first, durably, so
+        # that no unchanged re-registration trusts an older "all blobs present" answer.
+        self._new_removal_epoch(durable=True)
         try:
             os.rename(self.blob_path(sha256), target)
         except FileNotFoundError:
@@ -199,8 +206,36 @@ class LocalBlobStore:
         return str(target)
 
     def delete(self, sha256: str) -> None:
+        # gc deletes only blobs no version references, which no "all present" answer covers;
+        # the epoch still moves (without a sync) so that the token means what it says.
+        self._new_removal_epoch(durable=False)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.blob_path(sha256))
+
+    def removal_epoch(self) -> str:
+        try:
+            with open(self._removals_path, encoding="ascii") as handle:
+                return handle.read(64).strip() or "0"
+        except FileNotFoundError:
+            return "0"
+        except (OSError, UnicodeDecodeError):
+            return secrets.token_hex(16)  # unreadable: an answer that matches nothing recorded
+
+    def _new_removal_epoch(self, *, durable: bool) -> None:
+        tmp = self.tmp / f"removals-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            with open(tmp, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_hex(16) + "\n")
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, self._removals_path)
+            if durable:
+                _fsync_dir(self.root)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise StorageError(f"cannot record a blob removal: {exc.strerror}", path=self._removals_path) from None
 
     def list(self) -> Iterator[BlobInfo]:
         for shard in SHARDS:
@@ -428,9 +463,7 @@ class LocalBlobWriter:
                     raise InvalidInputError(f"cannot read: {exc.strerror}", path=source_path) from None
                 if not copied:
                     break
-                with mmap.mmap(
-                    fd, copied, flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ, offset=offset
-                ) as window:
+                with _map_window(fd, copied, offset) as window:
                     hasher.update(window)
                 start_writeback(fd, offset, copied)
                 offset += copied
@@ -580,9 +613,28 @@ def _thread_buffer() -> tuple[bytearray, memoryview]:
     return pair
 
 
+def _map_window(fd: int, length: int, offset: int) -> mmap.mmap:
+    """A read-only view of part of a file, its pages mapped in one go (no fault per page)."""
+    return mmap.mmap(fd, length, flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ, offset=offset)
+
+
 def _hash_fd(fd: int, on_bytes: ProgressCallback | None = None) -> tuple[str, int]:
-    """Hash an open file from its start (positional reads: the descriptor's offset is left alone)."""
+    """Hash an open file from its start; the descriptor's offset is left alone.
+
+    Large files are hashed through read-only mmap windows, straight from the page cache; small
+    ones through a reused buffer (mapping costs more than it saves below a few MiB)."""
     hasher = hashlib.sha256()
+    length = os.fstat(fd).st_size
+    if length >= KERNEL_COPY_MIN_BYTES:
+        offset = 0
+        while offset < length:
+            window = min(WRITEBACK_STEP, length - offset)
+            with _map_window(fd, window, offset) as mapped:
+                hasher.update(mapped)
+            offset += window
+            if on_bytes:
+                on_bytes(window)
+        return hasher.hexdigest(), offset
     buffer, view = _thread_buffer()
     size = 0
     while count := os.preadv(fd, [buffer], size):
