@@ -51,6 +51,13 @@ class InvalidInputError(ModelyardError):
     http_status = 422
 
 
+class InvalidModelFileError(InvalidInputError):
+    """A model file whose bytes break its format: truncated, inconsistent or absurd. The message
+    names the file and, where there is one, the field or key."""
+
+    code = "invalid_model_file"
+
+
 class NotFoundError(ModelyardError):
     """An artifact, version, reference or blob that does not exist."""
 

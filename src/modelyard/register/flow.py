@@ -113,10 +113,14 @@ def _register(
                 registered_by=current_user(),
                 source_path=str(source.given),
             )
-        cache.record(_restat(result.read), started_ns)
-        if not link:  # linking changed the files' ctimes: the next registration records the tree
+        fresh = _restat(result.read)
+        cache.record(fresh, started_ns)
+        if len(fresh) == len(result.read):  # no file changed while it was stored
+            # Files read were stat'ed again (linking moves their ctime); the others were untouched.
+            restated = {source_file.relpath: source_file for source_file, _ in fresh}
+            tree_files = [restated.get(f.relpath, f) for f in source.files]
             digests = [e.sha256 for e in result.entries]
-            cache.record_tree(str(source.given), source.files, tree_signature(source.files), digests, started_ns, epoch)
+            cache.record_tree(str(source.given), tree_files, tree_signature(tree_files), digests, started_ns, epoch)
     finally:
         cache.close()
     return _registration(version, created, source, meta, result)
