@@ -11,7 +11,6 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.errors import InvalidInputError
@@ -88,7 +87,7 @@ def _run(
 
     def store_one(source: SourceFile) -> tuple[SourceFile, StagedBlob]:
         large = source.size >= _SMALL_FILE_BYTES
-        staged = writer.add_file(Path(source.abspath), link=link, on_bytes=progress.advance if large else None)
+        staged = writer.add_file(source.abspath, link=link, on_bytes=progress.advance if large else None)
         if not large:
             progress.advance(source.size)
         if staged.size != source.size:  # written to since the scan: the manifest would lie

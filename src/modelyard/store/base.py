@@ -60,7 +60,7 @@ class BlobWriter(Protocol):
         """Store the bytes read from `stream` until EOF."""
         ...
 
-    def add_file(self, path: Path, *, link: bool = False, on_bytes: ProgressCallback | None = None) -> StagedBlob:
+    def add_file(self, path: str | Path, *, link: bool = False, on_bytes: ProgressCallback | None = None) -> StagedBlob:
         """Store a local file. With `link`, a backend that can share the file's data (a reflink,
         or a hardlink that shares the inode with the user's file) does so instead of copying."""
         ...

@@ -67,6 +67,7 @@ class _KernelCopyDeclined(Exception):
 
 
 SHARDS = [f"{i:02x}" for i in range(256)]
+StrPath = str | Path
 
 
 class LocalBlobStore:
@@ -80,6 +81,10 @@ class LocalBlobStore:
         self.quarantine_dir = root / "quarantine"
         self._lock_path = root / "lock"
         self._removals_path = root / "removals"
+        # Plain strings for the per-blob hot paths: building Path objects for 20,000 small
+        # files costs more than the system calls themselves.
+        self._objects_prefix = str(self.objects) + "/"
+        self._tmp_prefix = str(self.tmp) + "/"
         self._reflinks: bool | None = None  # unknown until the first --link attempt
         self._ensure_layout()
 
@@ -100,9 +105,17 @@ class LocalBlobStore:
             raise StorageError(f"cannot create the store: {exc.strerror}", path=self.root) from None
 
     def blob_path(self, sha256: str) -> Path:
-        return self.objects / sha256[:2] / sha256
+        return Path(self.blob_name(sha256))
 
-    def try_reflink(self, source_fd: int, target: Path) -> IngestMethod | None:
+    def blob_name(self, sha256: str) -> str:
+        """The blob's path as a string (the cheap form, for loops over many blobs)."""
+        return f"{self._objects_prefix}{sha256[:2]}/{sha256}"
+
+    def new_temporary(self) -> str:
+        """A fresh name under tmp/, unique to this process."""
+        return f"{self._tmp_prefix}{os.getpid()}-{secrets.token_hex(8)}"
+
+    def try_reflink(self, source_fd: int, target: StrPath) -> IngestMethod | None:
         """Clone an open file into a new file `target` (copy-on-write); None when unsupported.
 
         The answer for this filesystem is remembered: on ext4, probing every file would create
@@ -302,12 +315,12 @@ class LocalBlobWriter:
     def __init__(self, store: LocalBlobStore) -> None:
         self._store = store
         self._lock = threading.Lock()
-        self._staged: list[tuple[Path, Path]] = []  # (temporary, final)
+        self._staged: list[tuple[str, str]] = []  # (temporary, final)
         self._staged_digests: set[str] = set()
         # Hardlinked user files: their inode's original mode (restored if the batch is discarded).
-        self._original_modes: dict[tuple[int, int], tuple[Path, int]] = {}
+        self._original_modes: dict[tuple[int, int], tuple[StrPath, int]] = {}
         self._staged_inodes: set[tuple[int, int]] = set()
-        self._unsynced: list[Path] = []
+        self._unsynced: list[str] = []
         self._published = False
 
     def add_stream(self, stream: BinaryIO, on_bytes: ProgressCallback | None = None) -> StagedBlob:
@@ -320,7 +333,7 @@ class LocalBlobWriter:
         digest, size, synced = self._write_copy(read_into, tmp, on_bytes)
         return self._stage(tmp, digest, size, "copy", needs_sync=not synced)
 
-    def add_file(self, path: Path, *, link: bool = False, on_bytes: ProgressCallback | None = None) -> StagedBlob:
+    def add_file(self, path: StrPath, *, link: bool = False, on_bytes: ProgressCallback | None = None) -> StagedBlob:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:  # also keeps --link from bypassing a file its owner made unreadable
@@ -354,13 +367,13 @@ class LocalBlobWriter:
                 return
             try:
                 self._sync_files(self._unsynced)
-                touched: set[Path] = set()
+                touched: set[str] = set()
                 for tmp, final in self._staged:
                     if os.path.exists(final):
                         os.unlink(tmp)  # a concurrent writer stored the same content first
                     else:
                         os.rename(tmp, final)
-                        touched.add(final.parent)
+                        touched.add(os.path.dirname(final))
                 self._sync_dirs(touched)
             except OSError as exc:
                 raise StorageError(f"cannot publish blobs: {exc.strerror}", path=self._store.root) from None
@@ -382,12 +395,12 @@ class LocalBlobWriter:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _new_temporary(self) -> Path:
-        return self._store.tmp / f"{os.getpid()}-{secrets.token_hex(8)}"
+    def _new_temporary(self) -> str:
+        return self._store.new_temporary()
 
-    def _stage(self, tmp: Path, digest: str, size: int, method: IngestMethod, *, needs_sync: bool) -> StagedBlob:
+    def _stage(self, tmp: str, digest: str, size: int, method: IngestMethod, *, needs_sync: bool) -> StagedBlob:
         """Queue a hashed temporary for publishing, or drop it when the store has the blob."""
-        final = self._store.blob_path(digest)
+        final = self._store.blob_name(digest)
         with self._lock:
             duplicate = self._has(digest)
             if not duplicate:
@@ -403,14 +416,14 @@ class LocalBlobWriter:
 
     def _has(self, digest: str) -> bool:
         """Stored already, or staged by this writer (two files with the same content)."""
-        return digest in self._staged_digests or os.path.exists(self._store.blob_path(digest))
+        return digest in self._staged_digests or os.path.exists(self._store.blob_name(digest))
 
     def _write_copy(
         self,
         source: int | Callable[[bytearray], int | None],
-        tmp: Path,
+        tmp: str,
         on_bytes: ProgressCallback | None,
-        source_path: Path | None = None,
+        source_path: StrPath | None = None,
     ) -> tuple[str, int, bool]:
         """Copy from a file descriptor (or a `readinto`-like callable) into a new temporary file,
         hashing exactly what is written. Returns (digest, size, whether the data was fsynced)."""
@@ -444,7 +457,7 @@ class LocalBlobWriter:
         return hasher.hexdigest(), size, synced
 
     def _kernel_copy(
-        self, source_fd: int, tmp: Path, on_bytes: ProgressCallback | None, source_path: Path
+        self, source_fd: int, tmp: str, on_bytes: ProgressCallback | None, source_path: StrPath
     ) -> tuple[str, int, bool]:
         """Copy a large file inside the kernel (copy_file_range) and hash the copy through a
         read-only mapping, one window at a time: each byte crosses memory once less than with
@@ -459,7 +472,7 @@ class LocalBlobWriter:
                     if exc.errno in _NO_KERNEL_COPY_ERRNOS:
                         raise _KernelCopyDeclined from None  # e.g. across filesystems on older kernels
                     if exc.errno == errno.ENOSPC:
-                        raise StorageError("no space left on the store's disk", path=tmp.parent.parent) from None
+                        raise StorageError("no space left on the store's disk", path=_store_root(tmp)) from None
                     raise InvalidInputError(f"cannot read: {exc.strerror}", path=source_path) from None
                 if not copied:
                     break
@@ -473,7 +486,7 @@ class LocalBlobWriter:
         return hasher.hexdigest(), offset, True
 
     def _add_linked(
-        self, path: Path, fd: int, before: os.stat_result, on_bytes: ProgressCallback | None
+        self, path: StrPath, fd: int, before: os.stat_result, on_bytes: ProgressCallback | None
     ) -> StagedBlob | None:
         """Reflink or hardlink `path` into tmp/ and hash what was linked. None: copy instead."""
         tmp = self._new_temporary()
@@ -508,7 +521,7 @@ class LocalBlobWriter:
         # The user's data may still be dirty in the page cache: sync it before publishing.
         return self._stage(tmp, digest, size, method, needs_sync=True)
 
-    def _make_read_only(self, link: Path, user_path: Path, opened: os.stat_result) -> tuple[int, int]:
+    def _make_read_only(self, link: str, user_path: StrPath, opened: os.stat_result) -> tuple[int, int]:
         """Drop the write bits of a hardlinked inode (it is a blob now), remembering its mode."""
         st = os.stat(link)
         inode = (st.st_dev, st.st_ino)
@@ -522,7 +535,7 @@ class LocalBlobWriter:
                 os.chmod(link, stat.S_IMODE(st.st_mode) & ~0o222)
         return inode
 
-    def _unlink_unstaged(self, tmp: Path, inode: tuple[int, int] | None, digest: str | None = None) -> None:
+    def _unlink_unstaged(self, tmp: str, inode: tuple[int, int] | None, digest: str | None = None) -> None:
         """Drop a link that will not be published; give the user's file its mode back unless the
         same inode is (or will be) a blob through another link."""
         with contextlib.suppress(OSError):
@@ -539,7 +552,7 @@ class LocalBlobWriter:
 
     def _is_blob_inode(self, inode: tuple[int, int], digest: str) -> bool:
         try:
-            st = os.stat(self._store.blob_path(digest))
+            st = os.stat(self._store.blob_name(digest))
         except FileNotFoundError:
             return False
         return (st.st_dev, st.st_ino) == inode
@@ -552,7 +565,7 @@ class LocalBlobWriter:
         self._original_modes.clear()
         self._staged_inodes.clear()
 
-    def _sync_files(self, paths: list[Path]) -> None:
+    def _sync_files(self, paths: list[str]) -> None:
         if not paths:
             return
         if len(paths) <= 8:
@@ -566,16 +579,16 @@ class LocalBlobWriter:
             _syncfs(self._store.tmp)
         paths.clear()
 
-    def _sync_dirs(self, directories: set[Path]) -> None:
+    def _sync_dirs(self, directories: set[str]) -> None:
         if len(directories) <= 8:
             for directory in directories:
-                _fsync_dir(directory)
+                _fsync_dir(Path(directory))
         else:
             _syncfs(self._store.objects)
 
 
 @contextlib.contextmanager
-def _temporary_blob(tmp: Path, access: int) -> Iterator[int]:
+def _temporary_blob(tmp: str, access: int) -> Iterator[int]:
     """Create a new temporary blob file (mode 0444: writable only through this descriptor);
     it is closed at the end, and removed if the block fails."""
     try:
@@ -592,7 +605,7 @@ def _temporary_blob(tmp: Path, access: int) -> Iterator[int]:
         os.close(fd)
 
 
-def _check_unchanged(path: Path, before: os.stat_result, after: os.stat_result, size_read: int) -> None:
+def _check_unchanged(path: StrPath, before: os.stat_result, after: os.stat_result, size_read: int) -> None:
     changed = (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns)
     if changed or size_read != after.st_size:
         raise InvalidInputError(
@@ -645,7 +658,7 @@ def _hash_fd(fd: int, on_bytes: ProgressCallback | None = None) -> tuple[str, in
     return hasher.hexdigest(), size
 
 
-def _hash_path(path: Path, on_bytes: ProgressCallback | None = None) -> tuple[str, int]:
+def _hash_path(path: StrPath, on_bytes: ProgressCallback | None = None) -> tuple[str, int]:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return _hash_fd(fd, on_bytes)
@@ -653,18 +666,18 @@ def _hash_path(path: Path, on_bytes: ProgressCallback | None = None) -> tuple[st
         os.close(fd)
 
 
-def _write_all(fd: int, data: memoryview, path: Path) -> None:
+def _write_all(fd: int, data: memoryview, path: StrPath) -> None:
     try:
         while data:
             written = os.write(fd, data)
             data = data[written:]
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise StorageError("no space left on the store's disk", path=path.parent.parent) from None
+            raise StorageError("no space left on the store's disk", path=_store_root(path)) from None
         raise StorageError(f"cannot write a blob: {exc.strerror}", path=path) from None
 
 
-def _fsync(fd: int, path: Path) -> None:
+def _fsync(fd: int, path: StrPath) -> None:
     try:
         os.fsync(fd)
     except OSError as exc:
@@ -676,3 +689,8 @@ def _syncfs(path: Path) -> None:
         syncfs(path)
     except OSError as exc:
         raise StorageError(f"cannot make blobs durable: {exc.strerror}", path=path) from None
+
+
+def _store_root(tmp: StrPath) -> str:
+    """The store root of a temporary blob's path (<root>/tmp/<name>), for messages."""
+    return os.path.dirname(os.path.dirname(os.fspath(tmp)))
