@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pydantic loads only when a manifest is read: not for an unchanged registration
     from modelyard.manifest import ArtifactManifest
+    from modelyard.modelconfig import BaseModelConfig
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,13 @@ class VersionSummary:
     file_count: int
     total_size: int
     train_data_tags: tuple[str, ...] = ()
+    # From inspection (None for versions registered without one).
+    model_type: str | None = None
+    architecture: str | None = None
+    family: str | None = None
+    quantization: str | None = None
+    parameter_count: int | None = None
+    pickle_verdict: str | None = None
 
     @property
     def ref(self) -> str:
@@ -74,13 +82,33 @@ class VersionSummary:
 
 @dataclass(frozen=True)
 class ListFilters:
-    """Filters of `list`; each set field must match exactly (tag: one of the version's tags)."""
+    """Filters of `list`; each set field must match exactly. `tag` matches a train data tag or a
+    tag the model carries; `base_model` the manifest's or the inspected one."""
 
     component: str | None = None
     task: str | None = None
     node_type: str | None = None
     base_model: str | None = None
     tag: str | None = None
+    model_type: str | None = None
+    architecture: str | None = None
+    family: str | None = None
+    quantization: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredModelConfig:
+    """A version's typed configuration as the catalog keeps it."""
+
+    config_json: str = field(repr=False)
+    inspected_at: datetime
+    inspector_version: int
+
+    @cached_property
+    def config(self) -> BaseModelConfig:
+        from modelyard.modelconfig import parse_model_config
+
+        return parse_model_config(self.config_json, "catalog model entry")
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,24 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, func, insert, select
+from sqlalchemy import Engine, Table, and_, func, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from modelyard.catalog.db import create_catalog_engine, ensure_schema, safe_url, writer_engine
-from modelyard.catalog.tables import ArtifactRow, EventRow, FileRow, VersionRow, VersionTagRow
-from modelyard.domain import FileUse, ListFilters, VersionRecord, VersionSummary
+from modelyard.catalog.tables import (
+    ArtifactRow,
+    EventRow,
+    FileRow,
+    ModelEntryRow,
+    ModelTagRow,
+    VersionRow,
+    VersionTagRow,
+)
+from modelyard.domain import FileUse, ListFilters, StoredModelConfig, VersionRecord, VersionSummary
 from modelyard.errors import BusyError, CatalogError, ModelyardError, NotFoundError, StorageError
 from modelyard.manifest import ArtifactManifest
+from modelyard.modelconfig import BaseModelConfig
 from modelyard.names import RESERVED_REFS, Reference
 
 ManifestBuilder = Callable[[int], ArtifactManifest]
@@ -68,15 +77,19 @@ class Catalog:
         build_manifest: ManifestBuilder,
         registered_by: str,
         source_path: str | None,
+        model_config: BaseModelConfig | None = None,
+        inspector_version: int = 0,
     ) -> tuple[VersionRecord, bool]:
         """Add the next version of `name`, or return the existing one with the same content key.
 
-        `build_manifest(number)` makes the manifest once the number is known. Returns the
-        version and whether it was created.
+        `build_manifest(number)` makes the manifest once the number is known; `model_config` is
+        the inspection's typed configuration, stored with the version in the same transaction.
+        Returns the version and whether it was created.
         """
+        entry = (model_config, inspector_version) if model_config is not None else None
         for attempt in range(_INSERT_RETRIES):
             try:
-                return self._add_version_once(name, content_key, build_manifest, registered_by, source_path)
+                return self._add_version_once(name, content_key, build_manifest, registered_by, source_path, entry)
             except IntegrityError:
                 if attempt == _INSERT_RETRIES - 1:
                     raise
@@ -89,6 +102,7 @@ class Catalog:
         build_manifest: ManifestBuilder,
         registered_by: str,
         source_path: str | None,
+        entry: tuple[BaseModelConfig, int] | None,
     ) -> tuple[VersionRecord, bool]:
         now = datetime.now(UTC)
         with self._write() as session:
@@ -129,6 +143,8 @@ class Catalog:
             self._insert_files(session, row.id, manifest)
             for tag in dict.fromkeys(manifest.train_data_tags):
                 session.add(VersionTagRow(version_id=row.id, tag=tag))
+            if entry is not None:
+                self._put_model_entry(session, row.id, entry[0], entry[1], now)
             session.add(_event(now, registered_by, "register", name, number, {"source_path": source_path}))
         return (
             VersionRecord.with_manifest(
@@ -183,6 +199,78 @@ class Catalog:
             ).first()
             return _record(name, row) if row is not None else None
 
+    # -- model entries (inspection) -------------------------------------------------------
+
+    def _put_model_entry(
+        self, session: Session, version_id: int, config: BaseModelConfig, inspector_version: int, now: datetime
+    ) -> None:
+        """Insert or replace a version's model entry and its tags."""
+        fields = config.catalog_fields()
+        session.query(ModelEntryRow).filter(ModelEntryRow.version_id == version_id).delete()
+        session.query(ModelTagRow).filter(ModelTagRow.version_id == version_id).delete()
+        session.add(
+            ModelEntryRow(
+                version_id=version_id,
+                model_type=fields.model_type,
+                task=_clip(fields.task, 100),
+                format=fields.format,
+                architecture=_clip(fields.architecture, 200),
+                family=_clip(fields.family, 100),
+                base_model=_clip(fields.base_model, 300),
+                quantization=_clip(fields.quantization, 50),
+                parameter_count=fields.parameter_count,
+                dtype=_clip(fields.dtype, 30),
+                license=_clip(fields.license, 100),
+                author=_clip(fields.author, 200),
+                pickle_verdict=config.pickle_scan.verdict,
+                inspector_version=inspector_version,
+                inspected_at=now,
+                config_json=config.model_dump_json(),
+            )
+        )
+        for tag in dict.fromkeys(t[:200] for t in fields.tags if t):
+            session.add(ModelTagRow(version_id=version_id, tag=tag))
+
+    def set_model_config(
+        self,
+        version: VersionRecord,
+        config: BaseModelConfig,
+        *,
+        actor: str,
+        action: str,
+        inspector_version: int,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Replace a version's model entry (re-inspection, marketplace metadata), audited."""
+        now = datetime.now(UTC)
+        with self._write() as session:
+            version_id = self._version_id(session, version.artifact_name, version.number)
+            self._put_model_entry(session, version_id, config, inspector_version, now)
+            session.add(_event(now, actor, action, version.artifact_name, version.number, details or {}))
+
+    def model_config(self, version: VersionRecord) -> StoredModelConfig | None:
+        """The version's stored typed configuration, or None when it was never inspected."""
+        with self._read() as session:
+            version_id = self._version_id(session, version.artifact_name, version.number)
+            row = session.get(ModelEntryRow, version_id)
+            if row is None:
+                return None
+            return StoredModelConfig(
+                config_json=row.config_json,
+                inspected_at=_utc(row.inspected_at),
+                inspector_version=row.inspector_version,
+            )
+
+    def _version_id(self, session: Session, name: str, number: int) -> int:
+        version_id = session.scalar(
+            select(VersionRow.id)
+            .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
+            .where(ArtifactRow.name == name, VersionRow.number == number)
+        )
+        if version_id is None:
+            raise NotFoundError(f"{name} has no version {number}")
+        return int(version_id)
+
     # -- reading --------------------------------------------------------------------------
 
     def resolve(self, reference: Reference) -> VersionRecord:
@@ -215,8 +303,10 @@ class Catalog:
         """Versions matching the filters, by artifact name then newest version first; one per
         artifact when `latest_only` (its newest version, shown when that version matches)."""
         with self._read() as session:
-            query = select(VersionRow, ArtifactRow.name, ArtifactRow.version_count).join(
-                ArtifactRow, ArtifactRow.id == VersionRow.artifact_id
+            query = (
+                select(VersionRow, ArtifactRow.name, ArtifactRow.version_count, ModelEntryRow)
+                .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
+                .outerjoin(ModelEntryRow, ModelEntryRow.version_id == VersionRow.id)
             )
             if latest_only:
                 query = query.where(VersionRow.number == ArtifactRow.version_count)
@@ -224,16 +314,29 @@ class Catalog:
                 (VersionRow.component, filters.component),
                 (VersionRow.task, filters.task),
                 (VersionRow.node_type, filters.node_type),
-                (VersionRow.base_model, filters.base_model),
+                (ModelEntryRow.model_type, filters.model_type),
+                (ModelEntryRow.architecture, filters.architecture),
+                (ModelEntryRow.family, filters.family),
+                (ModelEntryRow.quantization, filters.quantization),
             ):
                 if value is not None:
                     query = query.where(column == value)
-            if filters.tag is not None:
+            if filters.base_model is not None:
                 query = query.where(
+                    or_(VersionRow.base_model == filters.base_model, ModelEntryRow.base_model == filters.base_model)
+                )
+            if filters.tag is not None:
+                train_tag = (
                     select(VersionTagRow.version_id)
                     .where(and_(VersionTagRow.version_id == VersionRow.id, VersionTagRow.tag == filters.tag))
                     .exists()
                 )
+                model_tag = (
+                    select(ModelTagRow.version_id)
+                    .where(and_(ModelTagRow.version_id == VersionRow.id, ModelTagRow.tag == filters.tag))
+                    .exists()
+                )
+                query = query.where(or_(train_tag, model_tag))
             query = query.order_by(ArtifactRow.name, VersionRow.number.desc())
             results = session.execute(query).all()
             tags = self._tags_for(session, [row.VersionRow.id for row in results])
@@ -253,8 +356,14 @@ class Catalog:
                     file_count=version.file_count,
                     total_size=version.total_size,
                     train_data_tags=tuple(tags.get(version.id, ())),
+                    model_type=entry.model_type if entry else None,
+                    architecture=entry.architecture if entry else None,
+                    family=entry.family if entry else None,
+                    quantization=entry.quantization if entry else None,
+                    parameter_count=entry.parameter_count if entry else None,
+                    pickle_verdict=entry.pickle_verdict if entry else None,
                 )
-                for version, name, count in results
+                for version, name, count, entry in results
             ]
 
     def _tags_for(self, session: Session, version_ids: list[int]) -> dict[int, list[str]]:
@@ -283,8 +392,6 @@ class Catalog:
                 if not wanted:
                     return {}
                 conditions = [and_(ArtifactRow.name == n, VersionRow.number == k) for n, k in wanted]
-                from sqlalchemy import or_
-
                 query = query.where(or_(*conditions))
             uses: dict[str, list[FileUse]] = {}
             for digest, name, number, path in session.execute(query):
@@ -378,6 +485,11 @@ def _event(
         version_number=number,
         details_json=json.dumps(details, sort_keys=True),
     )
+
+
+def _clip(value: str | None, length: int) -> str | None:
+    """Index columns are bounded; the full value stays in config_json."""
+    return value[:length] if value is not None else None
 
 
 def _utc(value: datetime) -> datetime:

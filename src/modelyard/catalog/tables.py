@@ -105,3 +105,46 @@ class EventRow(Base):
     artifact_name: Mapped[str | None] = mapped_column(String(200))
     version_number: Mapped[int | None] = mapped_column(Integer)
     details_json: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class ModelEntryRow(Base):
+    """A version's typed configuration (seed 002), with copies of the fields `list` filters on.
+
+    Unlike the manifest it may be refreshed: a newer inspector (`reinspect`) or marketplace
+    metadata (`import`) rewrites it, each time with an audit event; the files never change."""
+
+    __tablename__ = "model_entries"
+    __table_args__ = (
+        Index("ix_model_entries_model_type", "model_type"),
+        Index("ix_model_entries_architecture", "architecture"),
+        Index("ix_model_entries_family", "family"),
+        Index("ix_model_entries_base_model", "base_model"),
+        Index("ix_model_entries_quantization", "quantization"),
+    )
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    model_type: Mapped[str] = mapped_column(String(20))
+    task: Mapped[str | None] = mapped_column(String(100))
+    format: Mapped[str] = mapped_column(String(20))
+    architecture: Mapped[str | None] = mapped_column(String(200))
+    family: Mapped[str | None] = mapped_column(String(100))
+    base_model: Mapped[str | None] = mapped_column(String(300))
+    quantization: Mapped[str | None] = mapped_column(String(50))
+    parameter_count: Mapped[int | None] = mapped_column(BigInteger)
+    dtype: Mapped[str | None] = mapped_column(String(30))
+    license: Mapped[str | None] = mapped_column(String(100))
+    author: Mapped[str | None] = mapped_column(String(200))
+    pickle_verdict: Mapped[str] = mapped_column(String(20))
+    inspector_version: Mapped[int] = mapped_column(Integer)
+    inspected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    config_json: Mapped[str] = mapped_column(Text)
+
+
+class ModelTagRow(Base):
+    """Tags the model itself carries (model card, ModelSpec, marketplace), for `list --tag`."""
+
+    __tablename__ = "model_tags"
+    __table_args__ = (Index("ix_model_tags_tag", "tag"),)
+
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(200), primary_key=True)

@@ -28,14 +28,21 @@ from modelyard.domain import Registration, VersionRecord
 from modelyard.errors import InvalidInputError
 from modelyard.progress import NullProgress, Progress
 from modelyard.register.ingest import IngestResult, ingest
-from modelyard.register.metadata import RegisterOptions, ResolvedMetadata, resolve_metadata, validate_metadata
+from modelyard.register.metadata import (
+    RegisterOptions,
+    ResolvedMetadata,
+    apply_inspection,
+    resolve_metadata,
+    validate_metadata,
+)
 from modelyard.register.scan import SourceFile, SourceTree, scan_source
 from modelyard.register.statcache import StatCache, tree_signature
-from modelyard.store.base import BlobStore
+from modelyard.store.base import BlobStore, BlobWriter
 
 if TYPE_CHECKING:  # SQLAlchemy (~0.2 s) and pydantic (~0.1 s) load only when a version is made
     from modelyard.catalog.catalog import Catalog
     from modelyard.manifest import ArtifactManifest, FileEntry, RunManifest
+    from modelyard.modelconfig import BaseModelConfig
 
 FindExisting = Callable[[str, str], VersionRecord | None]
 
@@ -105,6 +112,9 @@ def _register(
             files = [(e.path, e.size, e.sha256) for e in result.entries]
             _check_incoming_files(meta, files, source)
             key = content_key(meta.identity, files)
+            model_config = _inspect(writer, source, meta, result) if options.inspect else None
+            if model_config is not None:
+                meta = apply_inspection(meta, _suggestions(model_config))
             writer.publish()
             version, created = catalog.add_version(
                 name=meta.artifact_name,
@@ -112,6 +122,8 @@ def _register(
                 build_manifest=lambda number: _build_manifest(meta, number, result.entries),
                 registered_by=current_user(),
                 source_path=str(source.given),
+                model_config=model_config,
+                inspector_version=_inspector_version(),
             )
         fresh = _restat(result.read)
         cache.record(fresh, started_ns)
@@ -197,6 +209,41 @@ def _check_incoming_files(meta: ResolvedMetadata, files: list[tuple[str, int, st
                 path=manifest_path,
                 field="files",
             )
+
+
+def _inspect(writer: BlobWriter, source: SourceTree, meta: ResolvedMetadata, result: IngestResult) -> BaseModelConfig:
+    """Inspect exactly the bytes being stored (the staged blobs), naming the user's files in
+    messages. A malformed model file stops the registration here, before anything is published."""
+    from modelyard.inspect import Hints, inspect_tree
+    from modelyard.inspect.tree import BlobTree
+
+    root = source.root
+    tree = BlobTree(
+        writer.open_blob,
+        str(source.given),
+        {e.path: (e.size, e.sha256) for e in result.entries},
+        name_of=lambda path: str(root / path),
+    )
+    hints = Hints(
+        artifact_name=meta.artifact_name,
+        component=meta.fields.get("component"),
+        task=meta.fields.get("task"),
+        node_type=meta.fields.get("node_type"),
+        base_model=meta.fields.get("base_model"),
+    )
+    return inspect_tree(tree, hints, result.heads)
+
+
+def _suggestions(config: BaseModelConfig) -> dict[str, Any]:
+    from modelyard.inspect import manifest_suggestions
+
+    return manifest_suggestions(config)
+
+
+def _inspector_version() -> int:
+    from modelyard.inspect import INSPECTOR_VERSION
+
+    return INSPECTOR_VERSION
 
 
 def _load_run_manifest(path: Path) -> RunManifest:

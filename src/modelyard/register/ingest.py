@@ -32,6 +32,7 @@ class IngestResult:
     bytes_added: int = 0
     methods: Counter[str] = field(default_factory=Counter)
     read: list[tuple[SourceFile, str]] = field(default_factory=list)  # files read, with digests
+    heads: dict[str, bytes] = field(default_factory=dict)  # relpath -> first bytes, for files read
 
 
 def ingest(
@@ -68,6 +69,8 @@ def ingest(
             result.bytes_added += staged.bytes_added
             result.methods[staged.method] += 1
             result.read.append((source, staged.sha256))
+            if staged.head:
+                result.heads[source.relpath] = staged.head
     finally:
         progress.finish()
     result.entries = [FileEntry(path=f.relpath, size=f.size, sha256=digests[f.relpath]) for f in files]

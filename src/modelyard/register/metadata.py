@@ -16,7 +16,7 @@ Then seed 000's rules apply:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +66,9 @@ class RegisterOptions:
     config: Path | Mapping[str, Any] | None = None
     metrics: Path | Mapping[str, Any] | None = None
     exclude: Sequence[str] = ()
+    # Read model headers (typed catalog entry, pickle scan, manifest fields). Off: register the
+    # files as they are, with no model entry; a malformed model file is then no obstacle.
+    inspect: bool = True
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,38 @@ def _fill_from_name(given: dict[str, Any], parsed: ParsedName) -> list[str]:
             if parsed.quant == "int8":
                 given.setdefault("precision", "int8")
     return warnings
+
+
+def apply_inspection(meta: ResolvedMetadata, suggestions: Mapping[str, Any]) -> ResolvedMetadata:
+    """Fill embedding_dim, base_model, precision and quantized from what inspection read in the
+    files, where neither the user nor the run's manifest gave them. A given value always wins;
+    where the files disagree with it, the registration says so in a warning."""
+    fields = dict(meta.fields)
+    warnings = list(meta.warnings)
+
+    def disagree(key: str, found: Any, kept: Any) -> None:
+        warnings.append(f"the files say {key} {found!r}, the manifest keeps the given {kept!r}")
+
+    for key in ("embedding_dim", "base_model"):
+        found = suggestions.get(key)
+        if found is None:
+            continue
+        if fields.get(key) is None:
+            fields[key] = found
+        elif fields[key] != found:
+            disagree(key, found, fields[key])
+    precision, quantized = suggestions.get("precision"), suggestions.get("quantized")
+    if fields.get("precision") is None and "quantized" not in fields:
+        if precision is not None:
+            fields["precision"] = precision
+        if quantized is not None:
+            fields["quantized"] = quantized
+    else:
+        if precision is not None and fields.get("precision") not in (None, precision):
+            disagree("precision", precision, fields["precision"])
+        if quantized is not None and "quantized" in fields and fields["quantized"] != quantized:
+            disagree("quantized", quantized, fields["quantized"])
+    return replace(meta, fields=fields, warnings=warnings)
 
 
 def validate_metadata(meta: ResolvedMetadata) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -42,7 +43,7 @@ from typing import BinaryIO
 from modelyard.errors import BusyError, InvalidInputError, NotFoundError, StorageError
 from modelyard.fsutil import fsync_dir as _fsync_dir
 from modelyard.fsutil import start_writeback, syncfs
-from modelyard.store.base import BlobCheck, BlobInfo, IngestMethod, ProgressCallback, StagedBlob
+from modelyard.store.base import HEAD_BYTES, BlobCheck, BlobInfo, IngestMethod, ProgressCallback, StagedBlob
 
 CHUNK_SIZE = 1024 * 1024
 # Files at least this big are fsynced as soon as they are written (their data dominates the
@@ -317,6 +318,7 @@ class LocalBlobWriter:
         self._lock = threading.Lock()
         self._staged: list[tuple[str, str]] = []  # (temporary, final)
         self._staged_digests: set[str] = set()
+        self._staged_paths: dict[str, str] = {}  # digest -> its temporary, until published
         # Hardlinked user files: their inode's original mode (restored if the batch is discarded).
         self._original_modes: dict[tuple[int, int], tuple[StrPath, int]] = {}
         self._staged_inodes: set[tuple[int, int]] = set()
@@ -340,10 +342,11 @@ class LocalBlobWriter:
             raise InvalidInputError(f"cannot read: {exc.strerror}", path=path) from None
         try:
             before = os.fstat(fd)
+            head = os.pread(fd, HEAD_BYTES, 0)  # from the page cache: cheaper than a later open
             if link:
                 linked = self._add_linked(path, fd, before, on_bytes)
                 if linked is not None:
-                    return linked
+                    return dataclasses.replace(linked, head=head)
             tmp = self._new_temporary()
             try:
                 if before.st_size < KERNEL_COPY_MIN_BYTES:
@@ -358,7 +361,15 @@ class LocalBlobWriter:
                 raise
         finally:
             os.close(fd)
-        return self._stage(tmp, digest, size, "copy", needs_sync=not synced)
+        return dataclasses.replace(self._stage(tmp, digest, size, "copy", needs_sync=not synced), head=head)
+
+    def open_blob(self, sha256: str) -> BinaryIO:
+        with self._lock:
+            staged = self._staged_paths.get(sha256)
+        try:
+            return open(staged or self._store.blob_name(sha256), "rb")
+        except FileNotFoundError:
+            raise NotFoundError(f"blob sha256:{sha256} is neither staged nor stored", path=self._store.root) from None
 
     def publish(self) -> None:
         """Durable first (data of every staged blob), then visible (renames), then durable again."""
@@ -378,6 +389,7 @@ class LocalBlobWriter:
             except OSError as exc:
                 raise StorageError(f"cannot publish blobs: {exc.strerror}", path=self._store.root) from None
             self._staged.clear()
+            self._staged_paths.clear()
             self._original_modes.clear()
             self._staged_inodes.clear()
             self._published = True
@@ -389,6 +401,7 @@ class LocalBlobWriter:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
             self._staged.clear()
+            self._staged_paths.clear()
             self._staged_digests.clear()
             if not self._published:
                 self._restore_modes()
@@ -406,6 +419,7 @@ class LocalBlobWriter:
             if not duplicate:
                 self._staged.append((tmp, final))
                 self._staged_digests.add(digest)
+                self._staged_paths[digest] = tmp
                 if needs_sync:
                     self._unsynced.append(tmp)
         if duplicate:
