@@ -136,3 +136,22 @@ class Registration:
     bytes_added: int
     methods: dict[str, int] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """Seed 002's catalog entry, mapped onto a registered version.
+
+    id = `NAME@N`; name = the artifact name; author = the author the files name, else who
+    registered it; path = where it was registered from; size = the version's bytes; status = its
+    lifecycle stage; added_at = when it was registered; config = the typed configuration."""
+
+    id: str
+    name: str
+    author: str | None
+    path: str | None
+    size: int
+    status: str
+    added_at: datetime
+    model_type: str
+    config: BaseModelConfig | None

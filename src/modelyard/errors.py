@@ -104,3 +104,11 @@ class CatalogError(ModelyardError):
     code = "catalog"
     exit_code = 9
     http_status = 503
+
+
+class RemoteError(ModelyardError):
+    """A remote service (the Hugging Face Hub, CivitAI, a fleet node) failed or is out of reach."""
+
+    code = "remote"
+    exit_code = 10
+    http_status = 502

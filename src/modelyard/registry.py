@@ -21,8 +21,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from modelyard.config import Settings
-from modelyard.domain import ListFilters, Registration, VersionRecord, VersionSummary
-from modelyard.errors import InvalidInputError
+from modelyard.domain import ListFilters, ModelEntry, Registration, VersionRecord, VersionSummary
+from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.names import parse_reference
 from modelyard.progress import Progress
 from modelyard.register.metadata import RegisterOptions
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from modelyard.catalog.catalog import Catalog
     from modelyard.export import ExportResult
     from modelyard.gc import GcReport
+    from modelyard.inspect.hints import Hints
+    from modelyard.modelconfig import BaseModelConfig, Compatibility
     from modelyard.verify import VerifyReport
 
 DEFAULT_GC_LOCK_TIMEOUT = 60.0
@@ -128,6 +130,93 @@ class Registry:
 
     def versions(self, name: str) -> builtins.list[VersionRecord]:
         return self.catalog.versions_of(name)
+
+    # -- the typed model catalog (seed 002) -----------------------------------------------
+
+    def inspect(self, path: str | Path, hints: Hints | None = None) -> BaseModelConfig:
+        """Inspect a model file or folder without registering it (headers and side files only)."""
+        from modelyard.inspect import inspect_path
+
+        return inspect_path(Path(path), hints)
+
+    def model_config(self, reference: str) -> BaseModelConfig | None:
+        """The typed configuration stored for a version; None if it was registered uninspected."""
+        stored = self.catalog.model_config(self.show(reference))
+        return stored.config if stored is not None else None
+
+    def model_entry(self, reference: str) -> ModelEntry:
+        """Seed 002's ModelEntry view of a version."""
+        version = self.show(reference)
+        stored = self.catalog.model_config(version)
+        config = stored.config if stored is not None else None
+        return ModelEntry(
+            id=version.ref,
+            name=version.artifact_name,
+            author=(config.author if config else None) or version.registered_by,
+            path=version.source_path,
+            size=version.manifest.total_size,
+            status="raw",
+            added_at=version.registered_at,
+            model_type=config.model_type if config else "unknown",
+            config=config,
+        )
+
+    def compat(self, reference: str, runtime: str | None = None) -> builtins.list[Compatibility]:
+        """Which runtimes can serve a version, each with the reason (seed 002's is_compatible_with)."""
+        from modelyard.modelconfig.runtimes import RUNTIMES
+
+        config = self.model_config(reference)
+        if config is None:
+            raise NotFoundError(
+                f"{reference} has no model entry (registered without inspection); "
+                f"run 'modelyard reinspect {reference}' first"
+            )
+        if runtime is not None:
+            if runtime not in RUNTIMES:
+                raise InvalidInputError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}", field="runtime")
+            return [config.is_compatible_with(runtime)]
+        return config.compatibility()
+
+    def reinspect(self, target: str | None = None, *, outdated_only: bool = False) -> builtins.list[VersionRecord]:
+        """Inspect stored versions again (all, one artifact's, or one `NAME@REF`) from their blobs
+        and replace their model entries, each with an audit event. Returns the versions redone."""
+        from modelyard.inspect import INSPECTOR_VERSION, Hints, inspect_tree
+        from modelyard.inspect.tree import BlobTree
+        from modelyard.register.flow import current_user
+
+        versions = self._versions_for(target)
+        redone = []
+        for version in versions:
+            stored = self.catalog.model_config(version)
+            if outdated_only and stored is not None and stored.inspector_version >= INSPECTOR_VERSION:
+                continue
+            manifest = version.manifest
+            tree = BlobTree(self.store.open, version.ref, {f.path: (f.size, f.sha256) for f in manifest.files})
+            hints = Hints(
+                artifact_name=version.artifact_name,
+                component=manifest.component,
+                task=manifest.task,
+                node_type=manifest.node_type,
+                base_model=manifest.base_model,
+            )
+            config = inspect_tree(tree, hints)
+            self.catalog.set_model_config(
+                version,
+                config,
+                actor=current_user(),
+                action="inspect",
+                inspector_version=INSPECTOR_VERSION,
+                details={"model_type": config.model_type, "pickle_verdict": config.pickle_scan.verdict},
+            )
+            redone.append(version)
+        return redone
+
+    def _versions_for(self, target: str | None) -> builtins.list[VersionRecord]:
+        if target is None:
+            return [self.show(row.ref) for row in self.list(all_versions=True)]
+        if "@" in target:
+            return [self.show(target)]
+        return self.versions(target)
 
     def events(self, limit: int = 100) -> builtins.list[dict[str, object]]:
         """The newest audit-log entries."""

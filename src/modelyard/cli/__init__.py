@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from modelyard import __version__
-from modelyard.cli import browse, demo, maintenance, register, transfer
+from modelyard.cli import browse, demo, maintenance, models, register, transfer
 
 app = typer.Typer(
     name="modelyard",
@@ -40,6 +40,7 @@ def _root(
 
 register.install(app)
 browse.install(app)
+models.install(app)
 transfer.install(app)
 maintenance.install(app)
 demo.install(app)

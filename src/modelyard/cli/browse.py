@@ -23,7 +23,13 @@ def list_command(
     task: Annotated[str | None, typer.Option(help="Only this task.")] = None,
     node_type: Annotated[NodeType | None, typer.Option(help="Only this node type.")] = None,
     base_model: Annotated[str | None, typer.Option(help="Only this base model.")] = None,
-    tag: Annotated[str | None, typer.Option(help="Only versions trained on this data tag.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Only versions with this train data tag or model tag.")] = None,
+    model_type: Annotated[
+        str | None, typer.Option("--type", help="Only this model type: llm, image, vision, audio, embedding, ...")
+    ] = None,
+    architecture: Annotated[str | None, typer.Option(help="Only this architecture, e.g. LlamaForCausalLM.")] = None,
+    family: Annotated[str | None, typer.Option(help="Only this model family, e.g. llama, vit, yolox.")] = None,
+    quantization: Annotated[str | None, typer.Option(help="Only this quantization, e.g. Q4_K_M.")] = None,
     all_versions: Annotated[
         bool, typer.Option("--all-versions", help="Every version, not only each artifact's latest.")
     ] = False,
@@ -39,6 +45,10 @@ def list_command(
         node_type=node_type.value if node_type else None,
         base_model=base_model,
         tag=tag,
+        model_type=model_type,
+        architecture=architecture,
+        family=family,
+        quantization=quantization,
     )
     with open_registry(home) as registry:
         rows = registry.list(filters, all_versions=all_versions)
@@ -57,6 +67,12 @@ def list_command(
                     "precision": row.precision,
                     "quantized": row.quantized,
                     "train_data_tags": list(row.train_data_tags),
+                    "model_type": row.model_type,
+                    "architecture": row.architecture,
+                    "family": row.family,
+                    "quantization": row.quantization,
+                    "parameter_count": row.parameter_count,
+                    "pickle_verdict": row.pickle_verdict,
                     "files": row.file_count,
                     "size": row.total_size,
                     "created_at": row.created_at.isoformat(),
@@ -70,11 +86,12 @@ def list_command(
         sys.stderr.write("no artifacts match\n")
         return
     print_table(
-        ["NAME", "VERSION", "TASK", "BASE MODEL", "NODE TYPE", "PRECISION", "FILES", "SIZE", "REGISTERED"],
+        ["NAME", "VERSION", "TYPE", "TASK", "BASE MODEL", "NODE TYPE", "PRECISION", "FILES", "SIZE", "REGISTERED"],
         [
             [
                 row.artifact_name,
                 str(row.number) if all_versions else f"{row.number} of {row.version_count}",
+                row.model_type or "-",
                 row.task or "-",
                 row.base_model or "-",
                 row.node_type or "-",
@@ -92,13 +109,22 @@ def show_command(
     reference: Annotated[str, typer.Argument(metavar="NAME[@REF]", help="NAME, NAME@N or NAME@latest.")],
     home: HomeOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the manifest object as JSON.")] = False,
+    model: Annotated[
+        bool, typer.Option("--model", help="With --json: print the typed model configuration instead.")
+    ] = False,
 ) -> None:
-    """Show a version: its manifest and its files."""
+    """Show a version: its manifest, its typed model configuration and its files."""
+    from modelyard.cli.models import render_config
+
     with open_registry(home) as registry:
         version = registry.show(reference)
+        config = registry.model_config(version.ref)
     manifest = version.manifest
     if json_output:
-        sys.stdout.write(manifest.to_json())
+        if model:
+            sys.stdout.write(config.model_dump_json(indent=2) + "\n" if config is not None else "null\n")
+        else:
+            sys.stdout.write(manifest.to_json())
         return
     out = sys.stdout.write
     out(f"{version.ref}\n")
@@ -137,6 +163,11 @@ def show_command(
         if value:
             shown = ", ".join(f"{k}={v}" for k, v in value.items())
             out(f"  {key:<21} {shown}\n")
+    if config is not None:
+        out("model:\n")
+        out("\n".join(render_config(config)) + "\n")
+    else:
+        out(f"model: not inspected (run 'modelyard reinspect {version.ref}')\n")
     out(f"files ({len(manifest.files)}, {format_bytes(manifest.total_size)}):\n")
     print_table(
         ["  SIZE", "SHA256", "PATH"],

@@ -57,6 +57,13 @@ def register_command(
         list[str] | None, typer.Option(help="Glob of files or directories to leave out (repeatable).")
     ] = None,
     link: Annotated[bool, typer.Option("--link", help=LINK_HELP)] = False,
+    no_inspect: Annotated[
+        bool,
+        typer.Option(
+            "--no-inspect",
+            help="Do not read model headers: no typed model entry, no pickle scan, no manifest fields from the files.",
+        ),
+    ] = False,
     home: HomeOpt = None,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
@@ -79,6 +86,7 @@ def register_command(
         config=config,
         metrics=metrics,
         exclude=exclude or (),
+        inspect=not no_inspect,
     )
     with open_registry(home) as registry:
         result = registry.register(path, options, link=link, progress=make_progress(quiet or json_output))

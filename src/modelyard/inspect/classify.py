@@ -90,7 +90,7 @@ def classify(tree: ModelTree, weights: WeightsReport, hints: Hints) -> BaseModel
         or _onnx(ctx)
         or _hinted(ctx)
         or _configuration(ctx)
-        or Finding("unknown", {"reason": _unknown_reason(ctx)}, [], "files")
+        or _unknown(ctx)
     )
     return _finish(ctx, finding, root)
 
@@ -643,10 +643,12 @@ def _configuration(ctx: Context) -> Finding | None:
     return Finding("config", fields, [], "files")
 
 
-def _unknown_reason(ctx: Context) -> str:
+def _unknown(ctx: Context) -> Finding:
     if ctx.weights.readings:
-        return "weights whose names, metadata and registration fields do not say what model they are"
-    return "no model weights and no configuration documents"
+        main = _pick_checkpoint(ctx.weights.readings)
+        reason = "weights whose names, metadata and registration fields do not say what model they are"
+        return Finding("unknown", {"reason": reason}, main, _layout_of(main))
+    return Finding("unknown", {"reason": "no model weights and no configuration documents"}, [], "files")
 
 
 # -- helpers ---------------------------------------------------------------------------------

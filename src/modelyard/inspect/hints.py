@@ -57,9 +57,9 @@ _WORD_RULES: tuple[tuple[frozenset[str], HintedType], ...] = (
         frozenset({"sbert", "mpnet", "minilm", "bge", "e5", "sentence"}),
         HintedType("embedding", "embed", modality="text"),
     ),
+    (frozenset({"gpt", "llama", "mistral", "qwen", "lm", "llm", "rag", "chat"}), HintedType("llm", "text-generation")),
     (frozenset({"snn", "dvs", "spiking"}), HintedType("embedding", "embed", family="snn", modality="event")),
     (frozenset({"ensemble", "multimodal", "clip", "llava"}), HintedType("multimodal", None)),
-    (frozenset({"gpt", "llama", "mistral", "qwen", "lm", "llm", "rag", "chat"}), HintedType("llm", "text-generation")),
 )
 # Words that mark a non-model artifact of seed 000 section 1, and what kind it is.
 _CONFIG_KINDS: tuple[tuple[frozenset[str], str], ...] = (

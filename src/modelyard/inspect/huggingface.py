@@ -87,7 +87,7 @@ def read_model_config(source: ByteSource) -> ModelConfigFile:
 
 
 def _model_config(raw: dict[str, Any], name: str, depth: int) -> ModelConfigFile:
-    architectures = str_list(raw, "architectures", name)
+    architectures = _architectures(raw, name)
     quantization = opt_dict(raw, "quantization_config", name) or {}
     context_length, context_source = _first_int(raw, CONTEXT_LENGTH_KEYS, name)
 
@@ -129,6 +129,16 @@ def _model_config(raw: dict[str, Any], name: str, depth: int) -> ModelConfigFile
         audio_config=nested("audio_config"),
         raw=raw,
     )
+
+
+def _architectures(raw: dict[str, Any], name: str) -> list[str]:
+    """A list of class names (transformers writes a list even for one)."""
+    value = raw.get("architectures")
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise InvalidModelFileError("expected a list of class names", path=name, field="architectures")
+    return value
 
 
 def _first_int(raw: dict[str, Any], keys: tuple[str, ...], name: str) -> tuple[int | None, str | None]:
