@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from modelyard.config import Settings
 from modelyard.digest import canonical_json
 from modelyard.domain import Registration, VersionRecord
-from modelyard.errors import InvalidInputError
+from modelyard.errors import InvalidInputError, InvalidModelFileError
 from modelyard.progress import NullProgress, Progress
 from modelyard.register.ingest import IngestResult, ingest
 from modelyard.register.metadata import (
@@ -231,7 +231,14 @@ def _inspect(writer: BlobWriter, source: SourceTree, meta: ResolvedMetadata, res
         node_type=meta.fields.get("node_type"),
         base_model=meta.fields.get("base_model"),
     )
-    return inspect_tree(tree, hints, result.heads)
+    try:
+        return inspect_tree(tree, hints, result.heads)
+    except InvalidModelFileError as exc:
+        raise InvalidModelFileError(
+            f"{exc.message} (to store the files as they are, without reading model headers: --no-inspect)",
+            path=exc.path,
+            field=exc.field,
+        ) from None
 
 
 def _suggestions(config: BaseModelConfig) -> dict[str, Any]:
