@@ -39,10 +39,13 @@ def make_demo_run(directory: Path) -> Path:
     (staging / "metrics").mkdir()
     rng = np.random.default_rng(20251124)
     for index, name in enumerate(("epoch_5", "epoch_10")):
+        # timm's ViT-B/16 names and shapes (one block): inspection recognises the architecture.
         tensors = {
-            "patch_embed.weight": rng.standard_normal((768, 48)).astype(np.float16),
-            "head.weight": rng.standard_normal((768, 768)).astype(np.float16),
-            "head.bias": np.zeros(768, dtype=np.float16),
+            "cls_token": rng.standard_normal((1, 1, 768)).astype(np.float16),
+            "pos_embed": rng.standard_normal((1, 197, 768)).astype(np.float16),
+            "patch_embed.proj.weight": rng.standard_normal((768, 3, 16, 16)).astype(np.float16),
+            "patch_embed.proj.bias": np.zeros(768, dtype=np.float16),
+            "blocks.0.norm1.weight": np.ones(768, dtype=np.float16),
         }
         save_file(
             tensors, str(staging / "checkpoints" / f"{name}.safetensors"), metadata={"epoch": str(5 * (index + 1))}
@@ -112,6 +115,15 @@ def run_demo(registry: Registry, say: Callable[[str], None]) -> None:
     )
     for entry in manifest.files:
         say(f"     {entry.size:>9}  {entry.sha256[:16]}  {entry.path}")
+    config = registry.model_config(version.ref)
+    if config is not None:
+        runtimes = ", ".join(c.runtime for c in config.compatibility() if c.compatible) or "none"
+        parameters = f"{config.parameter_count:,}" if config.parameter_count is not None else "unknown"
+        say(
+            f"   model entry (read from the headers, weights never loaded): {config.model_type} ({config.task}), "
+            f"{parameters} parameters ({config.dtype}), pickles: {config.pickle_scan.verdict}; "
+            f"runtimes: {runtimes}"
+        )
     report = registry.verify(DEMO_NAME)
     say(f"5. modelyard verify {DEMO_NAME}: {'ok' if report.ok else 'PROBLEMS'}, {report.blobs_checked} blobs re-hashed")
     zip_path = demo_dir / f"{DEMO_NAME}-{version.number}.zip"
