@@ -427,3 +427,27 @@ def test_front_matter_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
     (root / "README.md").write_text("---\n- a\n- b\n---\n")
     with pytest.raises(InvalidModelFileError, match="README.md: the front matter must be a YAML mapping"):
         inspect_path(root)
+
+
+def test_data_that_merely_starts_like_a_pickle_is_data(tmp_path: Path) -> None:
+    """Random bytes begin with a pickle's PROTO opcode once in ~16,000 files: that is no error."""
+    root = tmp_path / "samples"
+    root.mkdir()
+    (root / "sample-000017.bin").write_bytes(b"\x80\x02" + bytes(range(7, 250)))
+    (root / "sample-000018.bin").write_bytes(b"PK\x03\x04" + bytes(200))
+    config = inspect_path(root)
+    assert config.weights == [] and config.pickle_scan.verdict == "none"
+
+
+def test_a_broken_pickle_is_still_scanned_for_what_it_imports(tmp_path: Path) -> None:
+    """Unpickling runs opcodes as it reads: a payload before the flaw would still run."""
+    root = tmp_path / "run"
+    root.mkdir()
+    payload = pickle.dumps(_Exploit(), protocol=2)[:-1] + b"\xff garbage"  # STOP replaced by junk
+    (root / "state.bin").write_bytes(payload)
+    config = inspect_path(root)
+    assert config.pickle_scan.verdict == "unsafe"
+    assert any("starts like a pickle but is not a valid one" in w for w in config.warnings)
+    (root / "state.bin").rename(root / "state.pt")  # named as a checkpoint: a broken one is an error
+    with pytest.raises(InvalidModelFileError, match="state.pt"):
+        inspect_path(root)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from modelyard.errors import InvalidModelFileError
 from modelyard.inspect._bounded import ByteSource
 from modelyard.inspect.pickle_reader import MAX_PICKLE_BYTES, MiB, PickleReader
 
@@ -150,7 +151,13 @@ def simulate_pickle(source: ByteSource, offset: int, length: int, member: str | 
     """
     reader = PickleReader(source, offset, length, member)
     machine = _Machine(reader)
-    value = machine.run()
+    try:
+        value = machine.run()
+    except InvalidModelFileError as exc:
+        # Unpickling runs opcodes as it reads them: what a broken pickle imported before its
+        # flaw would still run. The caller may scan these even though the stream is malformed.
+        exc.details["globals_seen"] = tuple(machine.globals)
+        raise
     return SimulatedPickle(value, tuple(machine.globals), machine.protocol, reader.pos)
 
 

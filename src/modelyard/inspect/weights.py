@@ -121,13 +121,47 @@ def read_weights(tree: ModelTree, heads: Mapping[str, bytes] | None = None) -> W
                 kind = weights_kind(path, source.read(0, min(16, source.size), "the first bytes"))
         if kind is None:
             continue
-        reading = _read_one(tree, path, kind, sizes)
+        reading: WeightReading | None
+        try:
+            reading = _read_one(tree, path, kind, sizes)
+        except InvalidModelFileError as exc:
+            if not _named_ambiguously(path):
+                raise  # a .pt, .safetensors, ... that breaks its format: the user must know
+            reading = _ambiguous_failure(path, sizes[path], exc, report.warnings)
+            if reading is None:
+                continue  # data whose first bytes merely look like a pickle or a zip
         report.readings.append(reading)
         if kind in ("torch", "pickle"):
             scans.append((path, reading.header.scan))
     report.pickle_scan = _summarise_scans(scans)
     report.warnings.extend(_check_shard_indexes(tree, report))
     return report
+
+
+def _named_ambiguously(path: str) -> bool:
+    return posixpath.splitext(posixpath.basename(path).lower())[1] in AMBIGUOUS_SUFFIXES
+
+
+@dataclass(frozen=True)
+class BrokenPickle:
+    """A header for a file that starts like a pickle, breaks off, yet names globals on the way."""
+
+    scan: Any
+
+
+def _ambiguous_failure(path: str, size: int, exc: InvalidModelFileError, warnings: list[str]) -> WeightReading | None:
+    """A `.bin` (or unnamed) file that looked like a pickle or a zip by its first bytes but is not
+    one. Random data starts with a pickle's two bytes once in 16,000 files, so this is no error;
+    but unpickling runs opcodes as it reads, so any global it names before its flaw is scanned."""
+    from modelyard.inspect.pickle_scan import scan_globals
+
+    seen = exc.details.get("globals_seen") or ()
+    if not seen:
+        return None
+    warnings.append(f"{path}: starts like a pickle but is not a valid one ({exc.message}); its globals were scanned")
+    scan = scan_globals(seen)
+    summary = WeightsFile(path=path, format="pickle", size=size)
+    return WeightReading(summary, {}, BrokenPickle(scan))
 
 
 def _read_one(tree: ModelTree, path: str, kind: str, sizes: Mapping[str, int]) -> WeightReading:
