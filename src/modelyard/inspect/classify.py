@@ -97,7 +97,7 @@ def classify(tree: ModelTree, weights: WeightsReport, hints: Hints) -> BaseModel
 
 def model_root(paths: list[str]) -> str:
     """The folder of the shallowest marker file (config.json, ...): where a model folder starts."""
-    marked = [p for p in paths if posixpath.basename(p) in MARKERS]
+    marked = [p for p in paths if p.rpartition("/")[2] in MARKERS]
     if not marked:
         return ""
     shallowest = min(marked, key=lambda p: (p.count("/"), MARKERS.index(posixpath.basename(p)), p))

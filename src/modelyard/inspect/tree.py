@@ -76,12 +76,13 @@ class BlobTree:
         self._open_blob = open_blob
         self.label = label
         self._files = files  # path -> (size, sha256)
+        self._sizes = {path: size for path, (size, _) in files.items()}
         # How messages name a file: by default NAME@N:path; a registration names the user's file.
         self._name_of = name_of or (lambda path: f"{label}:{path}")
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {path: size for path, (size, _) in self._files.items()}
+        return self._sizes
 
     def sha256(self, path: str) -> str:
         return self._files[path][1]

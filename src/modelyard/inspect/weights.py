@@ -1,8 +1,8 @@
 """Read the header of every weights file in a tree, and scan every pickle in it.
 
-Files are picked by extension (`.safetensors`, `.gguf`, `.onnx`, `.pt`, ...) and, for names that
-say nothing (`.bin`, `.dat`, no extension), by their first bytes: a zip is a PyTorch archive, a
-pickle's PROTO opcode a pickle. Other files are data, not weights. Every pickle-based file is
+Files are picked by extension (`.safetensors`, `.gguf`, `.onnx`, `.pt`, `.pkl`, ...) and, for names
+that say nothing (`.bin`, `.dat`, no extension), by their first bytes: a zip is a PyTorch archive,
+a pickle's PROTO opcode a pickle. Other files (`.json`, `.txt`, ...) are data, not weights. Every pickle-based file is
 scanned by walking its opcodes; nothing is ever unpickled.
 """
 
@@ -28,6 +28,13 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 # Names that do not say what a file holds: sniffed by content.
 AMBIGUOUS_SUFFIXES = ("", ".bin", ".dat", ".data", ".model", ".weights")
 ZIP_MAGIC = b"PK\x03\x04"
+_KINDS_BY_SUFFIX = {
+    ".safetensors": "safetensors",
+    ".gguf": "gguf",
+    ".onnx": "onnx",
+    **{suffix: "torch" for suffix in TORCH_SUFFIXES},
+    **{suffix: "pickle" for suffix in PICKLE_SUFFIXES},
+}
 SHARD_INDEX_SUFFIX = ".safetensors.index.json"
 
 # Header dtype spellings -> one lowercase vocabulary (safetensors F32, ONNX float32, torch F32).
@@ -84,28 +91,26 @@ def is_pickle_head(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
+def suffix_of(path: str) -> str:
+    """The lowercase extension of a path's last part ('' without one); cheap for 20,000 paths."""
+    dot = path.rfind(".")
+    return path[dot:].lower() if dot > path.rfind("/") else ""
+
+
 def weights_kind(path: str, head: bytes | None) -> str | None:
     """What reader a file needs ("safetensors", "gguf", "onnx", "torch", "pickle"), or None for
     data. `head` is the file's first bytes (None when not known yet: then ambiguous names need
     sniffing, and this answers "sniff")."""
-    name = posixpath.basename(path).lower()
-    suffix = posixpath.splitext(name)[1]
-    if suffix == ".safetensors":
-        return "safetensors"
-    if suffix == ".gguf":
-        return "gguf"
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix in TORCH_SUFFIXES:
-        return "torch"
-    if suffix in PICKLE_SUFFIXES:
-        return "pickle"
+    suffix = suffix_of(path)
+    known = _KINDS_BY_SUFFIX.get(suffix)
+    if known is not None:
+        return known
+    if suffix not in AMBIGUOUS_SUFFIXES:
+        return None  # by name, not by content: the answer must not depend on what was cached
     if head is None:
         return "sniff"
-    if head.startswith(ZIP_MAGIC) and suffix in AMBIGUOUS_SUFFIXES:
+    if head.startswith(ZIP_MAGIC) or is_pickle_head(head):
         return "torch"
-    if is_pickle_head(head):
-        return "pickle" if suffix not in AMBIGUOUS_SUFFIXES else "torch"
     return None
 
 
@@ -139,7 +144,7 @@ def read_weights(tree: ModelTree, heads: Mapping[str, bytes] | None = None) -> W
 
 
 def _named_ambiguously(path: str) -> bool:
-    return posixpath.splitext(posixpath.basename(path).lower())[1] in AMBIGUOUS_SUFFIXES
+    return suffix_of(path) in AMBIGUOUS_SUFFIXES
 
 
 @dataclass(frozen=True)
