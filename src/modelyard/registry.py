@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from modelyard.export import ExportResult
     from modelyard.gc import GcReport
     from modelyard.inspect.hints import Hints
+    from modelyard.marketplace import MarketplaceImport
+    from modelyard.marketplace.apply import ImportResult
     from modelyard.modelconfig import BaseModelConfig, Compatibility
     from modelyard.verify import VerifyReport
 
@@ -210,6 +212,30 @@ class Registry:
             )
             redone.append(version)
         return redone
+
+    # -- marketplace metadata ---------------------------------------------------------------
+
+    def fetch_hf(
+        self, repo_id: str, *, revision: str | None = None, from_file: Path | None = None
+    ) -> tuple[MarketplaceImport, builtins.list[str]]:
+        """A Hugging Face Hub repository's model info as a typed import (from a saved answer, or
+        the Hub); and warnings about the request. Nothing is written."""
+        from modelyard.marketplace.huggingface import load_model_info
+
+        return load_model_info(repo_id, revision=revision, from_file=from_file)
+
+    def fetch_civitai(self, version_id: str | int | None = None, *, from_file: Path | None = None) -> MarketplaceImport:
+        """A CivitAI model version as a typed import (from a saved answer, or CivitAI)."""
+        from modelyard.marketplace.civitai import load_model_version
+
+        return load_model_version(version_id, from_file=from_file)
+
+    def import_metadata(self, reference: str, imported: MarketplaceImport) -> ImportResult:
+        """Merge marketplace metadata into a version's model entry once every hash the answer
+        states matches the version's file (else ConflictError and nothing written); audited."""
+        from modelyard.marketplace.apply import import_into
+
+        return import_into(self, reference, imported)
 
     def _versions_for(self, target: str | None) -> builtins.list[VersionRecord]:
         if target is None:

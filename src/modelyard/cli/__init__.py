@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from modelyard import __version__
-from modelyard.cli import browse, demo, maintenance, models, register, transfer
+from modelyard.cli import browse, demo, maintenance, marketplace, models, register, transfer
 
 app = typer.Typer(
     name="modelyard",
@@ -41,6 +41,7 @@ def _root(
 register.install(app)
 browse.install(app)
 models.install(app)
+marketplace.install(app)
 transfer.install(app)
 maintenance.install(app)
 demo.install(app)

@@ -181,6 +181,9 @@ def _image_ui(name: str) -> Rule:
         if (blocked := _blocked_by_pickles(config)) is not None:
             return False, blocked
         kind = getattr(config, "checkpoint_type", "checkpoint")
+        if kind == "other":
+            original = getattr(config, "original_type", None) or "this kind of file"
+            return False, f"a {original}: loaded by {name} extensions, which modelyard does not check"
         base = getattr(config, "base_model", None)
         if base is None:
             return False, "the base family (SD 1.5, SDXL, ...) is unknown"
