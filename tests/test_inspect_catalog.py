@@ -451,3 +451,28 @@ def test_a_broken_pickle_is_still_scanned_for_what_it_imports(tmp_path: Path) ->
     (root / "state.bin").rename(root / "state.pt")  # named as a checkpoint: a broken one is an error
     with pytest.raises(InvalidModelFileError, match="state.pt"):
         inspect_path(root)
+
+
+def test_an_onnx_model_lists_its_graph(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.zeros((768, 16), np.float32), "proj.weight")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["pixel_values", "proj.weight"], ["embedding"])],
+        "vit-embed",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", 768])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 16])],
+        [weight],
+    )
+    model = helper.make_model(
+        graph, producer_name="pytorch", producer_version="2.13", opset_imports=[helper.make_opsetid("", 17)]
+    )
+    onnx.save_model(model, str(tmp_path / "model.onnx"))
+    config = inspect_path(tmp_path / "model.onnx", Hints(component="vision", task="embed"))
+    assert isinstance(config, VisionConfig) and config.format == "onnx" and config.parameter_count == 768 * 16
+    weights = config.weights[0]
+    assert (weights.opset, weights.producer) == (17, "pytorch 2.13")
+    assert [(io.name, io.dtype, io.shape) for io in weights.inputs] == [("pixel_values", "float32", ["batch", 768])]
+    assert [io.name for io in weights.outputs] == ["embedding"]
+    assert config.is_compatible_with("onnxruntime").compatible

@@ -92,12 +92,23 @@ def render_config(config: BaseModelConfig) -> list[str]:
         shown = _tokenizer(value) if key == "tokenizer" else _show(value)
         if shown:
             lines.append(f"  {key:<22} {shown}")
+    for weights in config.weights:
+        if weights.inputs or weights.outputs:
+            ins = ", ".join(_io(io) for io in weights.inputs)
+            outs = ", ".join(_io(io) for io in weights.outputs)
+            opset = f" (opset {weights.opset})" if weights.opset else ""
+            lines.append(f"  {'graph':<22} {weights.path}{opset}: {ins} -> {outs}")
     lines.append(f"  {'files':<22} {len(config.files)} ({len(config.weights)} weights)")
     lines.append(f"  {'pickle scan':<22} {_pickles(config)}")
     compatible = [c.runtime for c in config.compatibility() if c.compatible]
     lines.append(f"  {'runtimes':<22} {', '.join(compatible) or 'none known'}")
     lines.extend(f"  warning: {warning}" for warning in config.warnings)
     return lines
+
+
+def _io(io: Any) -> str:
+    shape = "[" + ", ".join("?" if d is None else str(d) for d in io.shape) + "]" if io.shape is not None else ""
+    return f"{io.name}{shape} {io.dtype or ''}".rstrip()
 
 
 def _tokenizer(tokenizer: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ MAX_LISTED_FILES = 2000
 MAX_LISTED_WEIGHTS = 500
 MARKERS = ("adapter_config.json", "model_index.json", "modules.json", "config.json")
 CONFIG_DOCUMENT_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".proto", ".sql", ".xml")
+_GENERIC_GRAPH_NAMES = {"main_graph", "torch_jit", "torch-jit-export", "graph", "tf2onnx", "model"}
 _CHECKPOINT_NAME = re.compile(
     r"^(best|latest|last|final|epoch[_-]?\d+|checkpoint[_-]?\d+|step[_-]?\d+|ckpt[_-]?\d+)(\b|_|\.|-)"
 )
@@ -596,7 +597,9 @@ def _onnx(ctx: Context) -> Finding | None:
             readings[:1],
             "single-file",
         )
-    fields = {"task": task, "architecture": info.graph_name or None, "model_family": info.producer_name or None}
+    # Exporters name graphs generically (main_graph, torch_jit): such a name says nothing.
+    named = info.graph_name if info.graph_name and info.graph_name not in _GENERIC_GRAPH_NAMES else None
+    fields = {"task": task, "architecture": named}
     return Finding(model_type, fields, readings[:1], "single-file" if len(readings) == 1 else "files")
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.errors import InvalidModelFileError
 from modelyard.inspect.tree import ModelTree
-from modelyard.modelconfig.base import PickleFindingEntry, PickleScanSummary, WeightsFile
+from modelyard.modelconfig.base import PickleFindingEntry, PickleScanSummary, TensorIO, WeightsFile
 
 if TYPE_CHECKING:
     from modelyard.inspect.gguf import GgufInfo
@@ -237,8 +237,17 @@ def _from_onnx(path: str, size: int, info: OnnxInfo) -> WeightReading:
         parameter_count=info.parameter_count,
         dtypes=_dtypes(info.dtype_parameters),
         opset=info.opsets.get("ai.onnx"),
+        producer=" ".join(part for part in (info.producer_name, info.producer_version) if part) or None,
+        inputs=[_tensor_io(value) for value in info.inputs[:64]],
+        outputs=[_tensor_io(value) for value in info.outputs[:64]],
     )
     return WeightReading(summary, {}, info)
+
+
+def _tensor_io(value: Any) -> TensorIO:
+    return TensorIO(
+        name=value.name, dtype=value.elem_type, shape=list(value.shape) if value.shape is not None else None
+    )
 
 
 def _from_torch(path: str, size: int, checkpoint: TorchCheckpoint) -> WeightReading:

@@ -37,6 +37,15 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
+class TensorIO(_Frozen):
+    """A graph input or output (ONNX): name, element type and shape (ints, or names for dynamic
+    dimensions such as "batch")."""
+
+    name: str
+    dtype: str | None = None
+    shape: list[int | str | None] | None = None
+
+
 class WeightsFile(_Frozen):
     """One weights file, as its header describes it."""
 
@@ -49,6 +58,9 @@ class WeightsFile(_Frozen):
     dtypes: dict[str, int] = Field(default_factory=dict)  # elements per dtype ("bf16", "q4_k", ...)
     quantization: str | None = None
     opset: int | None = None  # ONNX: the ai.onnx opset
+    producer: str | None = None  # ONNX: the exporter (pytorch 2.5, tf2onnx 1.16, ...)
+    inputs: list[TensorIO] = Field(default_factory=list)  # ONNX graph inputs
+    outputs: list[TensorIO] = Field(default_factory=list)  # ONNX graph outputs
     # PyTorch training checkpoints: what the pickle holds besides the weights.
     epoch: int | None = None
     global_step: int | None = None
