@@ -13,16 +13,26 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ListFilters", "ModelyardError", "RegisterOptions", "Registry", "Settings", "__version__"]
+__all__ = [
+    "ArtifactRepository",
+    "ListFilters",
+    "ModelyardError",
+    "RegisterOptions",
+    "Registry",
+    "Settings",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from modelyard.config import Settings
+    from modelyard.lifecycle.repository import ArtifactRepository
     from modelyard.domain import ListFilters
     from modelyard.errors import ModelyardError
     from modelyard.register.metadata import RegisterOptions
     from modelyard.registry import Registry
 
 _LAZY = {
+    "ArtifactRepository": "modelyard.lifecycle.repository",
     "Registry": "modelyard.registry",
     "Settings": "modelyard.config",
     "RegisterOptions": "modelyard.register.metadata",

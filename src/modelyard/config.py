@@ -16,6 +16,9 @@ registry's `config.toml` in its home, then defaults. Nothing here runs at import
     components = ["lidar"]
     purposes = ["segmentation"]
     quant_suffixes = ["q4"]
+
+    [lifecycle]
+    admins = ["alice"]      # OS users who may --force a promotion (default: anyone local)
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class Settings:
     gc_grace_seconds: float = DEFAULT_GC_GRACE_SECONDS
     vocabulary: Vocabulary = field(default_factory=Vocabulary)
     hash_workers: int = 2
+    admins: tuple[str, ...] = ()  # [lifecycle] admins: OS users who may force a promotion locally
 
     @property
     def stat_cache_path(self) -> Path:
@@ -101,6 +105,7 @@ class Settings:
                 quant_suffixes=_str_list(vocab, "quant_suffixes"),
             ),
             hash_workers=max(1, min(4, os.cpu_count() or 1)),
+            admins=tuple(_admins(_table(file_settings, "lifecycle"))),
         )
 
 
@@ -127,6 +132,13 @@ def _str(table: dict[str, Any], key: str) -> str | None:
     value = table.get(key)
     if value is not None and not isinstance(value, str):
         raise InvalidInputError(f"{key} must be a string", path=CONFIG_FILENAME)
+    return value
+
+
+def _admins(table: dict[str, Any]) -> list[str]:
+    value = table.get("admins", [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise InvalidInputError("lifecycle.admins must be a list of user names", path=CONFIG_FILENAME)
     return value
 
 

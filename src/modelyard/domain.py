@@ -30,6 +30,12 @@ class VersionRecord:
     registered_at: datetime
     registered_by: str
     source_path: str | None
+    # Seed 003's lifecycle: the stage, the layout label (session id, validated id, production id),
+    # a production version's semantic version, and whether a promotion was forced past a gate.
+    stage: str = "raw"
+    label: str | None = None
+    semver: str | None = None
+    forced: bool = False
 
     @property
     def ref(self) -> str:
@@ -47,6 +53,26 @@ class VersionRecord:
         record = cls(manifest_json=manifest_json, **fields)
         record.__dict__["manifest"] = manifest  # fill the cache; the text is the same manifest
         return record
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """What a promotion records on the version it creates (set by `modelyard.lifecycle`)."""
+
+    stage: str
+    derived_from: str | None = None  # NAME@N
+    semantic_version: str | None = None
+    checkpoint: str | None = None
+    label: str | None = None
+    forced: bool = False
+
+    def manifest_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"stage": self.stage}
+        for key in ("derived_from", "semantic_version", "checkpoint"):
+            value = getattr(self, key)
+            if value is not None:
+                fields[key] = value
+        return fields
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,10 @@ class VersionSummary:
     quantization: str | None = None
     parameter_count: int | None = None
     pickle_verdict: str | None = None
+    stage: str = "raw"
+    semver: str | None = None
+    forced: bool = False
+    status: str | None = None  # the latest status event: demoted, deprecated (None: active)
 
     @property
     def ref(self) -> str:
@@ -94,6 +124,7 @@ class ListFilters:
     architecture: str | None = None
     family: str | None = None
     quantization: str | None = None
+    stage: str | None = None
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,14 @@ class NotFoundError(ModelyardError):
     http_status = 404
 
 
+class PermissionDeniedError(ModelyardError):
+    """The caller's role does not allow this operation (an admin-only --force, ...)."""
+
+    code = "forbidden"
+    exit_code = 11
+    http_status = 403
+
+
 class ConflictError(ModelyardError):
     """The request contradicts what the registry already holds."""
 

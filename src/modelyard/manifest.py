@@ -36,7 +36,7 @@ from modelyard.loaders import parse_json, read_text
 from modelyard.names import MANIFEST_FILENAME as MANIFEST_FILENAME
 from modelyard.names import check_relative_path as check_relative_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the lifecycle fields (stage, derived_from, semantic_version, checkpoint)
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "artifact_manifest.schema.json"
 SCHEMA_ID = "https://modelyard.dev/schemas/artifact_manifest.schema.json"
 
@@ -172,6 +172,11 @@ class ArtifactManifest(_ManifestFields):
     checkpoint_policy: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
     data_prep_profile: DataPrepProfile = Field(default_factory=DataPrepProfile)
     metrics: dict[str, JsonValue] = Field(default_factory=dict)
+    # Seed 003's lifecycle: set by promotion, never by a training script.
+    stage: Literal["raw", "validated", "production"] = "raw"
+    derived_from: str | None = Field(default=None, description="NAME@N of the version this one was promoted from")
+    semantic_version: str | None = Field(default=None, description="a production version's semantic version")
+    checkpoint: str | None = Field(default=None, description="the raw checkpoint a validated version was built from")
     files: list[FileEntry]
 
     @model_validator(mode="after")

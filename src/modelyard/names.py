@@ -290,7 +290,10 @@ def auto_name(
 
 @dataclass(frozen=True)
 class Reference:
-    """A parsed `NAME[@REF]`; ref is 'latest' when omitted."""
+    """A parsed `NAME[@REF]`; ref is 'latest' when omitted.
+
+    REF is a version number, `latest`, a stage (`raw`, `validated`, `production`: the newest
+    version in that stage), a production version's semantic version (`1.0.0`), or a free alias."""
 
     name: str
     ref: str
@@ -299,11 +302,56 @@ class Reference:
     def version_number(self) -> int | None:
         return int(self.ref) if self.ref.isdigit() else None
 
+    @property
+    def kind(self) -> str:
+        """number, latest, stage, semver or alias."""
+        if self.ref.isdigit():
+            return "number"
+        if self.ref == "latest":
+            return "latest"
+        if self.ref in STAGES:
+            return "stage"
+        if SEMVER.match(self.ref):
+            return "semver"
+        return "alias"
+
     def __str__(self) -> str:
         return f"{self.name}@{self.ref}"
 
 
-RESERVED_REFS = ("latest",)
+# Seed 003's lifecycle stages, in order.
+STAGES = ("raw", "validated", "production")
+RESERVED_REFS = ("latest", *STAGES)
+# Semantic Versioning 2.0.0 (major.minor.patch, optional pre-release and build metadata).
+SEMVER = re.compile(
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*)?"
+    r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+)
+_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def check_semver(version: str) -> str:
+    if not SEMVER.match(version):
+        raise InvalidInputError(
+            f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.0.0 or 2.1.0-rc.1)", field="version"
+        )
+    return version
+
+
+def check_alias(alias: str) -> str:
+    """A free alias: lowercase, starts with a letter; not a reserved reference or a version."""
+    if alias in RESERVED_REFS:
+        raise InvalidInputError(
+            f"{alias!r} is reserved: it moves only by registration or promotion; choose another alias", field="alias"
+        )
+    if not _ALIAS.match(alias):
+        raise InvalidInputError(
+            f"alias {alias!r} must start with a lowercase letter and hold only a-z, 0-9, '_' and '-' "
+            "(at most 63 characters), e.g. champion",
+            field="alias",
+        )
+    return alias
 
 
 def parse_reference(text: str) -> Reference:
@@ -314,7 +362,10 @@ def parse_reference(text: str) -> Reference:
     if not name:
         raise InvalidInputError(f"reference {text!r} has no artifact name before '@'")
     if not ref:
-        raise InvalidInputError(f"reference {text!r} has nothing after '@' (use a version number or latest)")
+        raise InvalidInputError(
+            f"reference {text!r} has nothing after '@' (use a version number, latest, a stage, a semantic version "
+            "or an alias)"
+        )
     if ref.isdigit() and ((ref != "0" and ref.startswith("0")) or int(ref) == 0):
         raise InvalidInputError(f"reference {text!r}: version numbers start at 1 and have no leading zeros")
     return Reference(name=name, ref=ref)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import builtins
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelyard.config import Settings
 from modelyard.domain import ListFilters, ModelEntry, Registration, VersionRecord, VersionSummary
@@ -30,9 +30,14 @@ from modelyard.store import BlobStore, open_store
 
 if TYPE_CHECKING:
     from modelyard.catalog.catalog import Catalog
+    from modelyard.catalog.lifecycle import AliasEntry
     from modelyard.export import ExportResult
     from modelyard.gc import GcReport
     from modelyard.inspect.hints import Hints
+    from modelyard.lifecycle.governance import PruneReport
+    from modelyard.lifecycle.layout import LayoutReport
+    from modelyard.lifecycle.policy import Policy
+    from modelyard.lifecycle.promote import LineageStep, ValidationOutcome
     from modelyard.marketplace import MarketplaceImport
     from modelyard.marketplace.apply import ImportResult
     from modelyard.modelconfig import BaseModelConfig, Compatibility
@@ -236,6 +241,164 @@ class Registry:
         from modelyard.marketplace.apply import import_into
 
         return import_into(self, reference, imported)
+
+    # -- lifecycle (seed 003) ---------------------------------------------------------------
+
+    def validate(
+        self,
+        reference: str,
+        *,
+        checkpoint: str | None = None,
+        policy: Policy | Path | None = None,
+        validation_results: dict[str, Any] | None = None,
+    ) -> ValidationOutcome:
+        """Run a policy's gates (default: files, readability, pickles, manifest) on a version and
+        one of its checkpoints; the report is stored. `validation_results` are judged, not trusted."""
+        from modelyard.lifecycle.promote import validate
+
+        return validate(
+            self,
+            reference,
+            checkpoint=checkpoint,
+            policy=policy,
+            validation_results=validation_results,
+            actor=self._actor(),
+        )
+
+    def promote(
+        self,
+        reference: str,
+        to: str,
+        *,
+        checkpoint: str | None = None,
+        policy: Policy | Path | None = None,
+        validation_results: dict[str, Any] | None = None,
+        force: bool = False,
+        reason: str | None = None,
+        version: str | None = None,
+        approved_by: str | None = None,
+        benchmarks: Path | None = None,
+        deployment_config: dict[str, Any] | None = None,
+        security_reviewed_by: str | None = None,
+    ) -> VersionRecord:
+        """Promote a raw version to validated (its gates must pass, or an admin forces it with a
+        reason) or a validated version to production (a new semantic `version` and an approval)."""
+        from modelyard.lifecycle import promote as lifecycle
+
+        if to == "validated":
+            if force:
+                self._require_admin("--force")
+            return lifecycle.promote_to_validated(
+                self,
+                reference,
+                checkpoint=checkpoint,
+                policy=policy,
+                validation_results=validation_results,
+                force=force,
+                reason=reason,
+                actor=self._actor(),
+            )
+        if to == "production":
+            if version is None:
+                raise InvalidInputError(
+                    "production promotion needs a semantic version (--version 1.0.0)", field="version"
+                )
+            return lifecycle.promote_to_production(
+                self,
+                reference,
+                version=version,
+                approved_by=approved_by,
+                policy=policy,
+                benchmarks=benchmarks,
+                deployment_config=deployment_config,
+                security_reviewed_by=security_reviewed_by,
+                actor=self._actor(),
+            )
+        raise InvalidInputError(f"cannot promote to {to!r}; use validated or production", field="to")
+
+    def approve(self, reference: str, *, approved_by: str, note: str | None = None) -> VersionRecord:
+        """Record a manual approval of a validated version for production (the OS user beside it)."""
+        from modelyard.lifecycle.governance import approve
+
+        return approve(self, reference, approved_by, note, self._actor())
+
+    def set_alias(self, reference: str, alias: str, *, approved_by: str, reason: str | None = None) -> str | None:
+        """Point a free alias (`NAME@champion`) at a version; returns the version it left."""
+        from modelyard.lifecycle.governance import set_alias
+
+        return set_alias(self, reference, alias, approved_by, reason)
+
+    def remove_alias(self, name: str, alias: str, *, approved_by: str, reason: str | None = None) -> str:
+        from modelyard.lifecycle.governance import remove_alias
+
+        return remove_alias(self, name, alias, approved_by, reason)
+
+    def aliases(self, name: str) -> builtins.list[AliasEntry]:
+        return self.catalog.lifecycle.aliases(name)
+
+    def set_status(self, reference: str, status: str, *, reason: str) -> VersionRecord:
+        """Demote, deprecate or restore a version (a recorded event; the version never changes)."""
+        from modelyard.lifecycle.governance import change_status
+
+        return change_status(self, reference, status, self._actor(), reason)
+
+    def lineage(self, reference: str) -> builtins.list[LineageStep]:
+        """The chain production -> validated -> raw checkpoint -> training session."""
+        from modelyard.lifecycle.promote import lineage
+
+        return lineage(self, reference)
+
+    def audit(self, target: str | None = None, *, limit: int = 100) -> builtins.list[dict[str, object]]:
+        """Audit events, newest first: all, one artifact's (NAME), or one version's (NAME@REF)."""
+        if target is None:
+            return self.catalog.events(limit)
+        if "@" in target:
+            version = self.show(target)
+            return self.catalog.events(limit, artifact_name=version.artifact_name, version_number=version.number)
+        return self.catalog.events(limit, artifact_name=target)
+
+    def prune(
+        self, name: str, *, keep_last: int, older_than_seconds: float | None = None, dry_run: bool = True
+    ) -> PruneReport:
+        """Remove raw versions beyond the newest `keep_last` that nothing promoted, aliased or
+        deployed; a dry run by default. `gc` then frees their bytes."""
+        from modelyard.lifecycle.governance import prune
+
+        return prune(
+            self,
+            name,
+            keep_last=keep_last,
+            older_than_seconds=older_than_seconds,
+            dry_run=dry_run,
+            actor=self._actor(),
+            protected=self._deployed_refs(),
+        )
+
+    def layout(self, root: str | Path, names: builtins.list[str] | None = None) -> LayoutReport:
+        """Materialise seed 003's raw/validated/production tree under `root` (hardlinks, atomic)."""
+        from modelyard.lifecycle.layout import sync_layout
+
+        return sync_layout(self, Path(root), names)
+
+    def _deployed_refs(self) -> set[str]:
+        """Versions a fleet runs (distribution arrives with the fleet issue): never pruned."""
+        return set()
+
+    def _actor(self) -> str:
+        from modelyard.register.flow import current_user
+
+        return current_user()
+
+    def _require_admin(self, what: str) -> None:
+        """Locally the admins are the OS users `[lifecycle] admins` lists (anyone when unset:
+        whoever runs the CLI owns the store's files); the server checks its keys' roles."""
+        admins = self.settings.admins
+        if admins and self._actor() not in admins:
+            from modelyard.errors import PermissionDeniedError
+
+            raise PermissionDeniedError(
+                f"{what} is for admins ({', '.join(admins)}); {self._actor()} is not one ([lifecycle] admins)"
+            )
 
     def _versions_for(self, target: str | None) -> builtins.list[VersionRecord]:
         if target is None:

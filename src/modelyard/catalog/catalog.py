@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Engine, Table, and_, func, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -29,11 +29,14 @@ from modelyard.catalog.tables import (
     VersionRow,
     VersionTagRow,
 )
-from modelyard.domain import FileUse, ListFilters, StoredModelConfig, VersionRecord, VersionSummary
+from modelyard.domain import FileUse, Lifecycle, ListFilters, StoredModelConfig, VersionRecord, VersionSummary
 from modelyard.errors import BusyError, CatalogError, ModelyardError, NotFoundError, StorageError
 from modelyard.manifest import ArtifactManifest
 from modelyard.modelconfig import BaseModelConfig
-from modelyard.names import RESERVED_REFS, Reference
+from modelyard.names import Reference
+
+if TYPE_CHECKING:
+    from modelyard.catalog.lifecycle import LifecycleRecords
 
 ManifestBuilder = Callable[[int], ArtifactManifest]
 _INSERT_RETRIES = 5
@@ -55,6 +58,13 @@ class Catalog:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @property
+    def lifecycle(self) -> LifecycleRecords:
+        """Stages, aliases, approvals, validation reports, status, lineage, pruning (seed 003)."""
+        from modelyard.catalog.lifecycle import LifecycleRecords
+
+        return LifecycleRecords(self)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Session]:
@@ -79,6 +89,7 @@ class Catalog:
         source_path: str | None,
         model_config: BaseModelConfig | None = None,
         inspector_version: int = 0,
+        lifecycle: Lifecycle | None = None,
     ) -> tuple[VersionRecord, bool]:
         """Add the next version of `name`, or return the existing one with the same content key.
 
@@ -89,7 +100,9 @@ class Catalog:
         entry = (model_config, inspector_version) if model_config is not None else None
         for attempt in range(_INSERT_RETRIES):
             try:
-                return self._add_version_once(name, content_key, build_manifest, registered_by, source_path, entry)
+                return self._add_version_once(
+                    name, content_key, build_manifest, registered_by, source_path, entry, lifecycle
+                )
             except IntegrityError:
                 if attempt == _INSERT_RETRIES - 1:
                     raise
@@ -103,6 +116,7 @@ class Catalog:
         registered_by: str,
         source_path: str | None,
         entry: tuple[BaseModelConfig, int] | None,
+        lifecycle: Lifecycle | None,
     ) -> tuple[VersionRecord, bool]:
         now = datetime.now(UTC)
         with self._write() as session:
@@ -136,6 +150,12 @@ class Catalog:
                 quantized=manifest.quantized,
                 file_count=len(manifest.files),
                 total_size=manifest.total_size,
+                stage=manifest.stage,
+                semver=manifest.semantic_version,
+                derived_from_id=self._derived_from_id(session, manifest.derived_from),
+                label=(lifecycle.label if lifecycle else None) or manifest.run_name,
+                checkpoint=manifest.checkpoint,
+                forced=bool(lifecycle and lifecycle.forced),
             )
             session.add(row)
             artifact.version_count = number
@@ -145,7 +165,13 @@ class Catalog:
                 session.add(VersionTagRow(version_id=row.id, tag=tag))
             if entry is not None:
                 self._put_model_entry(session, row.id, entry[0], entry[1], now)
-            session.add(_event(now, registered_by, "register", name, number, {"source_path": source_path}))
+            action = "register" if manifest.stage == "raw" else f"promote:{manifest.stage}"
+            details: dict[str, Any] = {"source_path": source_path}
+            if lifecycle is not None and manifest.stage != "raw":
+                details = {"derived_from": manifest.derived_from, "label": row.label, "forced": row.forced}
+                if manifest.semantic_version:
+                    details["semantic_version"] = manifest.semantic_version
+            session.add(_event(now, registered_by, action, name, number, details))
         return (
             VersionRecord.with_manifest(
                 manifest,
@@ -156,9 +182,19 @@ class Catalog:
                 registered_at=now,
                 registered_by=registered_by,
                 source_path=source_path,
+                stage=manifest.stage,
+                label=(lifecycle.label if lifecycle else None) or manifest.run_name,
+                semver=manifest.semantic_version,
+                forced=bool(lifecycle and lifecycle.forced),
             ),
             True,
         )
+
+    def _derived_from_id(self, session: Session, reference: str | None) -> int | None:
+        if reference is None:
+            return None
+        name, _, number = reference.rpartition("@")
+        return self._version_id(session, name, int(number))
 
     def _lock_artifact(self, session: Session, name: str, now: datetime) -> ArtifactRow:
         """Get or create the artifact row and lock it for the rest of the transaction."""
@@ -288,10 +324,7 @@ class Catalog:
             elif reference.ref == "latest":
                 query = query.order_by(VersionRow.number.desc()).limit(1)
             else:
-                raise NotFoundError(
-                    f"unknown reference {reference.ref!r} for {reference.name}; use a version number "
-                    f"(1..{artifact.version_count}) or one of: {', '.join(RESERVED_REFS)}"
-                )
+                return _record(reference.name, self.lifecycle.resolve_special(session, artifact, reference))
             row = session.scalars(query).first()
             if row is None:
                 raise NotFoundError(
@@ -318,6 +351,7 @@ class Catalog:
                 (ModelEntryRow.architecture, filters.architecture),
                 (ModelEntryRow.family, filters.family),
                 (ModelEntryRow.quantization, filters.quantization),
+                (VersionRow.stage, filters.stage),
             ):
                 if value is not None:
                     query = query.where(column == value)
@@ -339,7 +373,9 @@ class Catalog:
                 query = query.where(or_(train_tag, model_tag))
             query = query.order_by(ArtifactRow.name, VersionRow.number.desc())
             results = session.execute(query).all()
-            tags = self._tags_for(session, [row.VersionRow.id for row in results])
+            ids = [row.VersionRow.id for row in results]
+            tags = self._tags_for(session, ids)
+            statuses = self.lifecycle.statuses(session, ids)
             return [
                 VersionSummary(
                     artifact_name=name,
@@ -362,6 +398,10 @@ class Catalog:
                     quantization=entry.quantization if entry else None,
                     parameter_count=entry.parameter_count if entry else None,
                     pickle_verdict=entry.pickle_verdict if entry else None,
+                    stage=version.stage,
+                    semver=version.semver,
+                    forced=version.forced,
+                    status=statuses.get(version.id),
                 )
                 for version, name, count, entry in results
             ]
@@ -430,9 +470,17 @@ class Catalog:
         with self._write() as session:
             session.add(_event(datetime.now(UTC), actor, action, artifact_name, version_number, details or {}))
 
-    def events(self, limit: int = 100) -> list[dict[str, Any]]:
+    def events(
+        self, limit: int = 100, *, artifact_name: str | None = None, version_number: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest audit events first, optionally of one artifact or one version."""
         with self._read() as session:
-            rows = session.scalars(select(EventRow).order_by(EventRow.id.desc()).limit(limit)).all()
+            query = select(EventRow)
+            if artifact_name is not None:
+                query = query.where(EventRow.artifact_name == artifact_name)
+            if version_number is not None:
+                query = query.where(EventRow.version_number == version_number)
+            rows = session.scalars(query.order_by(EventRow.id.desc()).limit(limit)).all()
             return [
                 {
                     "at": _utc(row.at).isoformat(),
@@ -506,4 +554,8 @@ def _record(name: str, row: VersionRow) -> VersionRecord:
         registered_at=_utc(row.registered_at),
         registered_by=row.registered_by,
         source_path=row.source_path,
+        stage=row.stage,
+        label=row.label,
+        semver=row.semver,
+        forced=row.forced,
     )

@@ -16,7 +16,8 @@ from pathlib import Path
 from modelyard.domain import VersionRecord
 
 _QUERY = """
-SELECT v.number, v.manifest_json, v.content_key, v.registered_at, v.registered_by, v.source_path
+SELECT v.number, v.manifest_json, v.content_key, v.registered_at, v.registered_by, v.source_path,
+       v.stage, v.label, v.semver, v.forced
 FROM versions v JOIN artifacts a ON a.id = v.artifact_id
 WHERE a.name = ? AND v.content_key = ?
 ORDER BY v.number DESC LIMIT 1
@@ -41,7 +42,7 @@ def find_by_content(db_path: Path, schema_revision: str, name: str, content_key:
         connection.close()
     if row is None:
         return None
-    number, manifest_json, key, registered_at, registered_by, source_path = row
+    number, manifest_json, key, registered_at, registered_by, source_path, stage, label, semver, forced = row
     return VersionRecord(
         artifact_name=name,
         number=number,
@@ -50,6 +51,10 @@ def find_by_content(db_path: Path, schema_revision: str, name: str, content_key:
         registered_at=_parse_sqlite_datetime(registered_at),
         registered_by=registered_by,
         source_path=source_path,
+        stage=stage,
+        label=label,
+        semver=semver,
+        forced=bool(forced),
     )
 
 

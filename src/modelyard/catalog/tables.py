@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -39,14 +40,23 @@ class ArtifactRow(Base):
 
 
 class VersionRow(Base):
-    """One immutable version. `manifest_json` is the manifest as validated and exported."""
+    """One immutable version. `manifest_json` is the manifest as validated and exported.
+
+    Lifecycle (seed 003): `stage` raw, validated or production; `derived_from_id` the version it
+    was promoted from; `semver` a production version's semantic version; `label` the session id
+    (raw), validated id or production id its layout directory is named by; `checkpoint` the raw
+    checkpoint a validated version was built from; `forced` a promotion that skipped a gate."""
 
     __tablename__ = "versions"
     __table_args__ = (
         UniqueConstraint("artifact_id", "number", name="uq_versions_artifact_number"),
+        UniqueConstraint("artifact_id", "semver", name="uq_versions_artifact_semver"),
         Index("ix_versions_artifact_content", "artifact_id", "content_key"),
         Index("ix_versions_task", "task"),
         Index("ix_versions_base_model", "base_model"),
+        Index("ix_versions_stage", "artifact_id", "stage"),
+        Index("ix_versions_label", "label"),
+        Index("ix_versions_derived_from", "derived_from_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -68,6 +78,14 @@ class VersionRow(Base):
     quantized: Mapped[bool] = mapped_column(Boolean)
     file_count: Mapped[int] = mapped_column(Integer)
     total_size: Mapped[int] = mapped_column(BigInteger)
+    stage: Mapped[str] = mapped_column(String(20), default="raw", server_default="raw")
+    semver: Mapped[str | None] = mapped_column(String(100))
+    derived_from_id: Mapped[int | None] = mapped_column(
+        ForeignKey("versions.id", ondelete="RESTRICT", name="fk_versions_derived_from")
+    )
+    label: Mapped[str | None] = mapped_column(String(300))
+    checkpoint: Mapped[str | None] = mapped_column(String(300))
+    forced: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class VersionTagRow(Base):
@@ -148,3 +166,59 @@ class ModelTagRow(Base):
 
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True)
     tag: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class AliasRow(Base):
+    """A free alias (`NAME@champion`) pointing at a version; moved only by approvers, audited."""
+
+    __tablename__ = "aliases"
+
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="RESTRICT"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(63), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="RESTRICT"))
+    set_by: Mapped[str] = mapped_column(String(200))
+    set_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApprovalRow(Base):
+    """An approval of a validated version for production (seed 003: manual approval)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_version", "version_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="RESTRICT"))
+    approved_by: Mapped[str] = mapped_column(String(200))
+    os_user: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class ValidationReportRow(Base):
+    """One run of a policy's gates over a version (and checkpoint)."""
+
+    __tablename__ = "validation_reports"
+    __table_args__ = (Index("ix_validation_reports_version", "version_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="CASCADE"))
+    checkpoint: Mapped[str | None] = mapped_column(String(300))
+    policy_sha256: Mapped[str] = mapped_column(String(64))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    report_json: Mapped[str] = mapped_column(Text)
+
+
+class VersionStatusRow(Base):
+    """Append-only status changes (demoted, deprecated, restored): never an edit of the version."""
+
+    __tablename__ = "version_status"
+    __table_args__ = (Index("ix_version_status_version", "version_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id", ondelete="RESTRICT"))
+    status: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)

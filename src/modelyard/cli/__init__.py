@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from modelyard import __version__
-from modelyard.cli import browse, demo, maintenance, marketplace, models, register, transfer
+from modelyard.cli import browse, demo, lifecycle, maintenance, marketplace, models, register, transfer
 
 app = typer.Typer(
     name="modelyard",
@@ -42,6 +42,7 @@ register.install(app)
 browse.install(app)
 models.install(app)
 marketplace.install(app)
+lifecycle.install(app)
 transfer.install(app)
 maintenance.install(app)
 demo.install(app)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from modelyard.domain import VersionRecord, VersionSummary
+    from modelyard.registry import Registry
 
 from modelyard.cli._common import (
     HomeOpt,
@@ -30,6 +34,7 @@ def list_command(
     architecture: Annotated[str | None, typer.Option(help="Only this architecture, e.g. LlamaForCausalLM.")] = None,
     family: Annotated[str | None, typer.Option(help="Only this model family, e.g. llama, vit, yolox.")] = None,
     quantization: Annotated[str | None, typer.Option(help="Only this quantization, e.g. Q4_K_M.")] = None,
+    stage: Annotated[str | None, typer.Option(help="Only this lifecycle stage: raw, validated, production.")] = None,
     all_versions: Annotated[
         bool, typer.Option("--all-versions", help="Every version, not only each artifact's latest.")
     ] = False,
@@ -49,6 +54,7 @@ def list_command(
         architecture=architecture,
         family=family,
         quantization=quantization,
+        stage=stage,
     )
     with open_registry(home) as registry:
         rows = registry.list(filters, all_versions=all_versions)
@@ -73,6 +79,10 @@ def list_command(
                     "quantization": row.quantization,
                     "parameter_count": row.parameter_count,
                     "pickle_verdict": row.pickle_verdict,
+                    "stage": row.stage,
+                    "semver": row.semver,
+                    "forced": row.forced,
+                    "status": row.status,
                     "files": row.file_count,
                     "size": row.total_size,
                     "created_at": row.created_at.isoformat(),
@@ -86,11 +96,24 @@ def list_command(
         sys.stderr.write("no artifacts match\n")
         return
     print_table(
-        ["NAME", "VERSION", "TYPE", "TASK", "BASE MODEL", "NODE TYPE", "PRECISION", "FILES", "SIZE", "REGISTERED"],
+        [
+            "NAME",
+            "VERSION",
+            "STAGE",
+            "TYPE",
+            "TASK",
+            "BASE MODEL",
+            "NODE TYPE",
+            "PRECISION",
+            "FILES",
+            "SIZE",
+            "REGISTERED",
+        ],
         [
             [
                 row.artifact_name,
                 str(row.number) if all_versions else f"{row.number} of {row.version_count}",
+                _stage_cell(row),
                 row.model_type or "-",
                 row.task or "-",
                 row.base_model or "-",
@@ -103,6 +126,15 @@ def list_command(
             for row in rows
         ],
     )
+
+
+def _stage_cell(row: VersionSummary) -> str:
+    cell = row.stage + (f" {row.semver}" if row.semver else "")
+    if row.forced:
+        cell += " (forced)"
+    if row.status:
+        cell += f" ({row.status})"
+    return cell
 
 
 def show_command(
@@ -119,6 +151,7 @@ def show_command(
     with open_registry(home) as registry:
         version = registry.show(reference)
         config = registry.model_config(version.ref)
+        lifecycle = _lifecycle_lines(registry, version) if not json_output else []
     manifest = version.manifest
     if json_output:
         if model:
@@ -131,6 +164,8 @@ def show_command(
     out(f"  registered            {version.registered_at:%Y-%m-%d %H:%M:%S}Z by {version.registered_by}\n")
     if version.source_path:
         out(f"  from                  {version.source_path}\n")
+    for line in lifecycle:
+        out(f"  {line}\n")
     data = manifest.model_dump(mode="json", by_alias=True)
     for key in (
         "created_at",
@@ -173,6 +208,37 @@ def show_command(
         ["  SIZE", "SHA256", "PATH"],
         [[f"  {format_bytes(f.size)}", f.sha256[:16], f.path] for f in manifest.files],
     )
+
+
+def _lifecycle_lines(registry: Registry, version: VersionRecord) -> list[str]:
+    """Stage, lineage, status, aliases, approvals and the latest gate report (seed 003)."""
+    records = registry.catalog.lifecycle
+    stage = version.stage + (f" {version.semver}" if version.semver else "")
+    lines = [f"{'stage':<21} {stage}" + (f" ({version.label})" if version.label else "")]
+    if version.forced:
+        lines.append(f"{'forced':<21} yes: promoted past failed gates (see 'modelyard audit {version.ref}')")
+    status = records.status(version)
+    if status:
+        last = records.status_history(version)[-1]
+        lines.append(f"{'status':<21} {status} by {last.actor} at {last.at:%Y-%m-%d %H:%M}Z: {last.reason}")
+    chain = registry.lineage(version.ref)
+    if len(chain) > 1:
+        lines.append(f"{'lineage':<21} " + " <- ".join(f"{step.ref} [{step.stage}]" for step in chain))
+    aliases = [entry.alias for entry in registry.aliases(version.artifact_name) if entry.version == version.ref]
+    if aliases:
+        lines.append(f"{'aliases':<21} {', '.join(aliases)}")
+    approvals = records.approvals(version)
+    if approvals:
+        lines.append(f"{'approved by':<21} " + ", ".join(f"{a.approved_by} ({a.at:%Y-%m-%d})" for a in approvals))
+    reports = records.reports(version)
+    if reports:
+        last_report = reports[-1]
+        verdict = "passed" if last_report.passed else "FAILED"
+        where = f" checkpoint {last_report.checkpoint}" if last_report.checkpoint else ""
+        lines.append(
+            f"{'gates':<21} {verdict}{where} (report {last_report.id}, {last_report.created_at:%Y-%m-%d %H:%M}Z)"
+        )
+    return lines
 
 
 def schema_command() -> None:

@@ -124,6 +124,7 @@ def _register(
                 source_path=str(source.given),
                 model_config=model_config,
                 inspector_version=_inspector_version(),
+                lifecycle=options.lifecycle,
             )
         fresh = _restat(result.read)
         cache.record(fresh, started_ns)

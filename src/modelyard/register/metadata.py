@@ -28,7 +28,11 @@ from modelyard.names import MANIFEST_FILENAME, ParsedName, Vocabulary, auto_name
 from modelyard.register.scan import SourceTree
 
 if TYPE_CHECKING:  # pydantic loads for validation only, which an unchanged registration skips
+    from modelyard.domain import Lifecycle
     from modelyard.manifest import RunManifest
+
+# Manifest fields only promotion sets; a run manifest may not.
+LIFECYCLE_FIELDS = ("stage", "derived_from", "semantic_version", "checkpoint")
 
 # Flags whose value is a plain manifest field of the same name.
 _SCALAR_FLAGS = (
@@ -69,6 +73,8 @@ class RegisterOptions:
     # Read model headers (typed catalog entry, pickle scan, manifest fields). Off: register the
     # files as they are, with no model entry; a malformed model file is then no obstacle.
     inspect: bool = True
+    # Set by promotion (modelyard.lifecycle) only: the stage and lineage of the version made.
+    lifecycle: Lifecycle | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,10 @@ def resolve_metadata(
         raise
     warnings += _fill_from_name(given, parsed)
     identity["artifact_name"] = parsed.name
+    if options.lifecycle is not None:
+        lifecycle_fields = options.lifecycle.manifest_fields()
+        given.update(lifecycle_fields)
+        identity.update(lifecycle_fields, label=options.lifecycle.label, forced=options.lifecycle.forced)
 
     fields = {key: value for key, value in given.items() if key not in ("artifact_name", "model_version", "files")}
     return ResolvedMetadata(
@@ -333,7 +343,8 @@ def apply_inspection(meta: ResolvedMetadata, suggestions: Mapping[str, Any]) -> 
 
 def validate_metadata(meta: ResolvedMetadata) -> None:
     """Check the field types, before any bytes are stored."""
-    _validate_fields({**meta.fields, "artifact_name": meta.artifact_name}, meta.manifest_path)
+    fields = {k: v for k, v in meta.fields.items() if k not in LIFECYCLE_FIELDS}
+    _validate_fields({**fields, "artifact_name": meta.artifact_name}, meta.manifest_path)
 
 
 def _validate_fields(given: dict[str, Any], manifest_path: Path) -> None:
