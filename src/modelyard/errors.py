@@ -82,6 +82,12 @@ class ConflictError(ModelyardError):
     http_status = 409
 
 
+class GateFailedError(ConflictError):
+    """A promotion refused by the lifecycle: a validation gate failed, or an approval is missing."""
+
+    code = "gate_failed"
+
+
 class CorruptionError(ModelyardError):
     """Stored bytes that no longer match their digest, or a blob that went missing."""
 

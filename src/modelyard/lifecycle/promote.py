@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.domain import Lifecycle, VersionRecord
-from modelyard.errors import ConflictError, InvalidInputError, ModelyardError
+from modelyard.errors import ConflictError, GateFailedError, InvalidInputError, ModelyardError
 from modelyard.names import MANIFEST_FILENAME, check_semver
 
 if TYPE_CHECKING:
@@ -48,12 +48,6 @@ INHERITED_FIELDS = (
     "data_prep_profile",
     "run_name",
 )
-
-
-class GateFailedError(ConflictError):
-    """A promotion whose validation gates did not pass (or whose approvals are missing)."""
-
-    code = "gate_failed"
 
 
 @dataclass(frozen=True)
