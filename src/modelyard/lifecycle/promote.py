@@ -419,7 +419,7 @@ def _run_benchmark(registry: Registry, version: VersionRecord, rules: Policy) ->
         directory.mkdir()
         _export_into(registry, version, directory)
         argv = [part.replace("{path}", str(directory)) for part in rules.benchmark.run]
-        outcome = run_command(argv, timeout=rules.benchmark.timeout, artifact_dir=directory)
+        outcome = run_command(argv, timeout=rules.benchmark.timeout, artifact_dir=directory, merge_stderr=False)
     if not outcome.passed:
         raise GateFailedError(
             f"the policy's benchmark {outcome.describe(rules.benchmark.timeout)}: {outcome.output[-400:]}"
