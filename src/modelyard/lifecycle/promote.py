@@ -577,7 +577,8 @@ def _register_tree(
     fields["artifact_name"] = source.artifact_name
     fields["created_at"] = datetime.now(UTC).isoformat()
     (tree / MANIFEST_FILENAME).write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
-    result = registry.register(tree, RegisterOptions(lifecycle=lifecycle))
+    options = RegisterOptions(lifecycle=lifecycle, source_label=f"promotion of {source.ref}")
+    result = registry.register(tree, options)
     if not result.created:
         raise ConflictError(
             f"{source.artifact_name} already has this exact {lifecycle.stage} version ({result.version.ref})"

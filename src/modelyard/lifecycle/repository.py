@@ -88,7 +88,9 @@ class ArtifactRepository:
         with tempfile.TemporaryDirectory(prefix="modelyard-session-", dir=self._scratch_base()) as scratch:
             run = Path(scratch) / session_id
             self._assemble_run(run, session_id, checkpoint_dir, config, metrics, artifact_name)
-            options = RegisterOptions(artifact_name=artifact_name, **fields)
+            options = RegisterOptions(
+                artifact_name=artifact_name, source_label=str(checkpoint_dir.absolute()), **fields
+            )
             result = self.registry.register(run, options)
         self.sync(result.version.artifact_name)
         return result.version

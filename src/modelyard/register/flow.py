@@ -121,7 +121,7 @@ def _register(
                 content_key=key,
                 build_manifest=lambda number: _build_manifest(meta, number, result.entries),
                 registered_by=current_user(),
-                source_path=str(source.given),
+                source_path=options.source_label or str(source.given),
                 model_config=model_config,
                 inspector_version=_inspector_version(),
                 lifecycle=options.lifecycle,

@@ -75,6 +75,9 @@ class RegisterOptions:
     inspect: bool = True
     # Set by promotion (modelyard.lifecycle) only: the stage and lineage of the version made.
     lifecycle: Lifecycle | None = None
+    # What the catalog records as the version's origin, when the registered path is a staging
+    # directory (ArtifactRepository, promotion): the user's checkpoint directory, "promotion of ...".
+    source_label: str | None = None
 
 
 @dataclass(frozen=True)
