@@ -21,7 +21,8 @@ from conftest import write_safetensors
 from modelyard.digest import sha256_file
 from modelyard.errors import CorruptionError, InvalidInputError
 from modelyard.inspect import inspect_path
-from modelyard.lifecycle.checks import OUTPUT_TAIL_BYTES, ValidationSubject, run_checks, run_command
+from modelyard.lifecycle.checks import ValidationSubject, run_checks
+from modelyard.lifecycle.commands import OUTPUT_TAIL_BYTES, run_command
 from modelyard.lifecycle.policy import (
     DEFAULT_MANIFEST_FIELDS,
     CommandCheck,

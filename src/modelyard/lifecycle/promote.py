@@ -412,7 +412,7 @@ def _run_benchmark(registry: Registry, version: VersionRecord, rules: Policy) ->
     """The policy's benchmark command on the exported version: its stdout must be a JSON object."""
     if rules.benchmark is None:
         return {"note": "no benchmark given (--benchmarks FILE) and none in the policy"}
-    from modelyard.lifecycle.checks import run_command
+    from modelyard.lifecycle.commands import run_command
 
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as scratch:
         directory = Path(scratch) / "artifact"
