@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from modelyard.lifecycle.governance import PruneReport
     from modelyard.lifecycle.layout import LayoutReport
     from modelyard.lifecycle.policy import Policy
-    from modelyard.lifecycle.promote import LineageStep, ValidationOutcome
+    from modelyard.lifecycle.lineage import LineageStep
+    from modelyard.lifecycle.promote import ValidationOutcome
     from modelyard.marketplace import MarketplaceImport
     from modelyard.marketplace.apply import ImportResult
     from modelyard.modelconfig import BaseModelConfig, Compatibility
@@ -344,7 +345,7 @@ class Registry:
 
     def lineage(self, reference: str) -> builtins.list[LineageStep]:
         """The chain production -> validated -> raw checkpoint -> training session."""
-        from modelyard.lifecycle.promote import lineage
+        from modelyard.lifecycle.lineage import lineage
 
         return lineage(self, reference)
 

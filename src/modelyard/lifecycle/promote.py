@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import json
 import posixpath
-import shutil
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,34 +16,38 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.domain import Lifecycle, VersionRecord
 from modelyard.errors import ConflictError, GateFailedError, InvalidInputError, ModelyardError
-from modelyard.names import MANIFEST_FILENAME, check_semver
+from modelyard.lifecycle.building import (
+    INHERITED_FIELDS,
+    copy_config,
+    copy_files,
+    export_file,
+    export_into,
+    read_small_file,
+    register_tree,
+    require_stage,
+    staging,
+    write_card,
+    write_changelog,
+    write_json,
+)
+from modelyard.lifecycle.lineage import LineageStep, lineage
+from modelyard.names import check_semver
+
+__all__ = [
+    "INHERITED_FIELDS",
+    "LineageStep",
+    "ValidationOutcome",
+    "lineage",
+    "promote_to_production",
+    "promote_to_validated",
+    "validate",
+]
 
 if TYPE_CHECKING:
     from modelyard.lifecycle.policy import Policy
     from modelyard.lifecycle.report import ValidationReport
     from modelyard.modelconfig import BaseModelConfig
     from modelyard.registry import Registry
-
-STAGING_MAX_AGE_SECONDS = 24 * 3600
-# Manifest fields a promoted version inherits from the version it was promoted from.
-INHERITED_FIELDS = (
-    "base_model",
-    "task",
-    "component",
-    "embedding_dim",
-    "precision",
-    "quantized",
-    "train_data_tags",
-    "license",
-    "node_type",
-    "privacy_level",
-    "model_config",
-    "input_spec",
-    "training_config",
-    "checkpoint_policy",
-    "data_prep_profile",
-    "run_name",
-)
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ def validate(
         submitted=dict(validation_results or {}),
         verify_files=lambda: _verify_problems(registry, version),
         reinspect=lambda: _reinspect(registry, version),
-        read_file=lambda path: _read_small_file(registry, version, path),
-        export_to=lambda directory: _export_into(registry, version, directory),
+        read_file=lambda path: read_small_file(registry, version, path),
+        export_to=lambda directory: export_into(registry, version, directory),
     )
     report = run_checks(rules, subject)
     report_id = registry.catalog.lifecycle.add_report(
@@ -120,25 +120,6 @@ def _reinspect(registry: Registry, version: VersionRecord) -> BaseModelConfig:
     return inspect_tree(tree, hints)
 
 
-def _read_small_file(registry: Registry, version: VersionRecord, path: str, limit: int = 16 * 1024 * 1024) -> bytes:
-    entry = next((f for f in version.manifest.files if f.path == path), None)
-    if entry is None:
-        raise FileNotFoundError(path)
-    if entry.size > limit:
-        raise InvalidInputError(f"larger than {limit} bytes", path=f"{version.ref}:{path}")
-    with registry.store.open(entry.sha256) as handle:
-        return handle.read(limit + 1)
-
-
-def _export_into(registry: Registry, version: VersionRecord, directory: Path) -> None:
-    """Write a version's files (not its manifest) into an existing empty directory."""
-    for entry in version.manifest.files:
-        target = directory / entry.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with registry.store.open(entry.sha256) as source, target.open("wb") as sink:
-            shutil.copyfileobj(source, sink, 1024 * 1024)
-
-
 # -- raw -> validated ------------------------------------------------------------------------------
 
 
@@ -158,7 +139,7 @@ def promote_to_validated(
     from modelyard.lifecycle.weights import clean_weights
 
     raw = registry.show(reference)
-    _require_stage(raw, "raw", "validated")
+    require_stage(raw, "raw", "validated")
     rules = load_policy_from(policy)
     name = checkpoint or _default_checkpoint(raw)
     checkpoint_path = resolve_checkpoint(raw.ref, raw.manifest, name) if name else None
@@ -167,12 +148,12 @@ def promote_to_validated(
     session_id = raw.manifest.run_name or raw.label or raw.artifact_name
     validated_id = f"{session_id}_{checkpoint_name or 'model'}_validated"
     config = registry.model_config(raw.ref)
-    with _staging(registry, "validated") as tree:
+    with staging(registry, "validated") as tree:
         weights_note: dict[str, Any] = {}
         if checkpoint_path is not None:
             source = tree.parent / "source" / posixpath.basename(checkpoint_path)
             source.parent.mkdir()
-            _export_file(registry, raw, checkpoint_path, source)
+            export_file(registry, raw, checkpoint_path, source)
             cleaned = clean_weights(
                 source, tree, scan=config.pickle_scan if config else None, allowed_globals=rules.allowed_globals
             )
@@ -182,7 +163,7 @@ def promote_to_validated(
                 "stripped_keys": list(cleaned.stripped_keys),
                 "safetensors": cleaned.safetensors_written or cleaned.safetensors_reason,
             }
-        _copy_config(registry, raw, tree)
+        copy_config(registry, raw, tree)
         (tree / "validation").mkdir()
         (tree / "validation" / "test_results.json").write_text(report.to_json())
         metrics = {name: value.value for name, value in report.metrics.items()}
@@ -202,11 +183,11 @@ def promote_to_validated(
             "force_reason": reason if force and not report.passed else None,
             "weights": weights_note,
         }
-        _write_json(tree / "metadata.json", metadata)
-        _model_card(tree, raw, "validated", metrics, report, [raw.ref], session_id, f"{raw.artifact_name}@validated")
+        write_json(tree / "metadata.json", metadata)
+        write_card(tree, raw, "validated", metrics, report, [raw.ref], session_id, f"{raw.artifact_name}@validated")
         forced = force and not report.passed
         lifecycle = Lifecycle("validated", raw.ref, None, checkpoint_name, validated_id, forced)
-        return _register_tree(registry, tree, raw, lifecycle, metrics)
+        return register_tree(registry, tree, raw, lifecycle, metrics)
 
 
 def _default_checkpoint(raw: VersionRecord) -> str | None:
@@ -293,7 +274,7 @@ def promote_to_production(
     from modelyard.lifecycle.resources import measure_resource_usage, read_benchmarks
 
     validated = registry.show(reference)
-    _require_stage(validated, "validated", "production")
+    require_stage(validated, "validated", "production")
     if registry.catalog.lifecycle.status(validated) in ("demoted", "deprecated"):
         raise GateFailedError(f"{validated.ref} was demoted or deprecated; promote another validated version")
     semver = check_semver(version)
@@ -310,13 +291,13 @@ def promote_to_production(
     session_id = validated.manifest.run_name or validated.artifact_name
     production_id = f"{session_id}_prod_v{semver}"
     config = registry.model_config(validated.ref)
-    with _staging(registry, "production") as tree:
-        weights = _copy_files(registry, validated, tree, lambda path: path.startswith("model."))
-        _copy_config(registry, validated, tree)
+    with staging(registry, "production") as tree:
+        weights = copy_files(registry, validated, tree, lambda path: path.startswith("model."))
+        copy_config(registry, validated, tree)
         performance = tree / "performance"
         performance.mkdir()
         bench = read_benchmarks(benchmarks) if benchmarks else _run_benchmark(registry, validated, rules)
-        _write_json(performance / "benchmarks.json", bench)
+        write_json(performance / "benchmarks.json", bench)
         loadable = [tree / path for path in weights if path.endswith((".safetensors", ".pt", ".gguf"))]
         usage = measure_resource_usage(sorted(loadable, key=lambda p: not p.name.endswith(".safetensors"))[:1])
         (performance / "resource_usage.json").write_text(usage.to_json())
@@ -354,12 +335,12 @@ def promote_to_production(
             },
             "forced_upstream": validated.forced,
         }
-        _write_json(tree / "metadata.json", metadata)
-        _changelog(registry, validated, tree, semver, approvers, actor)
+        write_json(tree / "metadata.json", metadata)
+        write_changelog(registry, validated, tree, semver, approvers, actor)
         chain = [step.ref for step in reversed(lineage(registry, validated.ref))]
         card_ref = f"{validated.artifact_name}@{semver}"
-        _model_card(tree, validated, "production", metrics, None, chain, session_id, card_ref)
-        result = _register_tree(
+        write_card(tree, validated, "production", metrics, None, chain, session_id, card_ref)
+        result = register_tree(
             registry, tree, validated, Lifecycle("production", validated.ref, semver, None, production_id), metrics
         )
     if security_reviewed_by:
@@ -417,7 +398,7 @@ def _run_benchmark(registry: Registry, version: VersionRecord, rules: Policy) ->
     with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as scratch:
         directory = Path(scratch) / "artifact"
         directory.mkdir()
-        _export_into(registry, version, directory)
+        export_into(registry, version, directory)
         argv = [part.replace("{path}", str(directory)) for part in rules.benchmark.run]
         outcome = run_command(argv, timeout=rules.benchmark.timeout, artifact_dir=directory, merge_stderr=False)
     if not outcome.passed:
@@ -435,191 +416,3 @@ def _run_benchmark(registry: Registry, version: VersionRecord, rules: Policy) ->
             "the benchmark command must print a JSON object, not a list or number", field="benchmark"
         )
     return value
-
-
-# -- shared --------------------------------------------------------------------------------------------
-
-
-def _require_stage(version: VersionRecord, stage: str, target: str) -> None:
-    if version.stage != stage:
-        raise InvalidInputError(
-            f"{version.ref} is {version.stage}; only a {stage} version can be promoted to {target}",
-            field="reference",
-        )
-
-
-@contextmanager
-def _staging(registry: Registry, stage: str) -> Iterator[Path]:
-    """A private directory under the registry home, removed afterwards (and by the next promotion
-    if this process is killed)."""
-    base = registry.settings.home / "tmp"
-    base.mkdir(parents=True, exist_ok=True)
-    _remove_stale(base)
-    scratch = Path(tempfile.mkdtemp(prefix=f"promote-{stage}-", dir=base))
-    tree = scratch / "tree"
-    tree.mkdir()
-    try:
-        yield tree
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _remove_stale(base: Path) -> None:
-    cutoff = time.time() - STAGING_MAX_AGE_SECONDS
-    for entry in base.glob("promote-*"):
-        try:
-            if entry.stat().st_mtime < cutoff:
-                shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            continue
-
-
-def _export_file(registry: Registry, version: VersionRecord, path: str, target: Path) -> None:
-    entry = next(f for f in version.manifest.files if f.path == path)
-    with registry.store.open(entry.sha256) as source, target.open("wb") as sink:
-        shutil.copyfileobj(source, sink, 1024 * 1024)
-
-
-def _copy_files(registry: Registry, version: VersionRecord, tree: Path, wanted: Any) -> list[str]:
-    copied = []
-    for entry in version.manifest.files:
-        if wanted(entry.path):
-            target = tree / entry.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _export_file(registry, version, entry.path, target)
-            copied.append(entry.path)
-    return copied
-
-
-def _copy_config(registry: Registry, version: VersionRecord, tree: Path) -> None:
-    """The original configuration: the version's config.yaml, else its training_config as YAML."""
-    if any(f.path == "config.yaml" for f in version.manifest.files):
-        _export_file(registry, version, "config.yaml", tree / "config.yaml")
-        return
-    from io import StringIO
-
-    from ruamel.yaml import YAML
-
-    yaml = YAML(typ="safe", pure=True)
-    yaml.default_flow_style = False
-    buffer = StringIO()
-    yaml.dump(dict(version.manifest.training_config), buffer)
-    (tree / "config.yaml").write_text(buffer.getvalue())
-
-
-def _changelog(
-    registry: Registry, validated: VersionRecord, tree: Path, semver: str, approvers: list[str], actor: str
-) -> None:
-    """A new entry on top of the previous production version's CHANGELOG.md."""
-    previous = ""
-    try:
-        current = registry.show(f"{validated.artifact_name}@production")
-        if any(f.path == "CHANGELOG.md" for f in current.manifest.files):
-            previous = _read_small_file(registry, current, "CHANGELOG.md").decode("utf-8", "replace")
-            previous = previous.split("\n", 2)[2] if previous.startswith("# Changelog") else previous
-    except ModelyardError:
-        previous = ""
-    today = datetime.now(UTC).date().isoformat()
-    entry = (
-        f"## {semver} ({today})\n\n"
-        f"- From {validated.ref} (checkpoint {validated.manifest.checkpoint or '-'}, "
-        f"training config {str(validated.manifest.training_config_hash or '-')[:12]})\n"
-        f"- Approved by {', '.join(approvers)}; promoted by {actor}\n"
-    )
-    (tree / "CHANGELOG.md").write_text(f"# Changelog\n\n{entry}\n{previous.lstrip()}".rstrip() + "\n")
-
-
-def _model_card(
-    tree: Path,
-    source: VersionRecord,
-    stage: str,
-    metrics: dict[str, float],
-    report: ValidationReport | None,
-    lineage_refs: list[str],
-    session_id: str,
-    ref: str,
-) -> None:
-    from modelyard.lifecycle.model_card import ModelCardInput, pipeline_tag_for, write_model_card
-
-    manifest = source.manifest
-    validation = [(c.name, c.passed, c.detail) for c in report.checks] if report else []
-    write_model_card(
-        tree,
-        ModelCardInput(
-            artifact_name=source.artifact_name,
-            ref=ref,
-            stage=stage,
-            license=manifest.license,
-            base_model=manifest.base_model,
-            tags=["modelyard", stage],
-            datasets=list(manifest.train_data_tags),
-            pipeline_tag=pipeline_tag_for(manifest.task),
-            training_config=dict(manifest.training_config),
-            training_config_hash=manifest.training_config_hash,
-            session_id=session_id,
-            metrics={**_numbers(manifest.metrics), **metrics},
-            validation=validation,
-            lineage=lineage_refs,
-            files=sorted(p.name for p in tree.glob("model.*")),
-        ),
-    )
-
-
-def _register_tree(
-    registry: Registry, tree: Path, source: VersionRecord, lifecycle: Lifecycle, metrics: dict[str, float]
-) -> VersionRecord:
-    """Register a built tree as the next version of the artifact, inheriting the source's fields."""
-    from modelyard.register.metadata import RegisterOptions
-
-    inherited = source.manifest.model_dump(mode="json", by_alias=True)
-    fields = {key: inherited[key] for key in INHERITED_FIELDS if inherited.get(key) not in (None, [], {})}
-    fields["metrics"] = {**{k: v for k, v in source.manifest.metrics.items()}, **metrics}
-    fields["artifact_name"] = source.artifact_name
-    fields["created_at"] = datetime.now(UTC).isoformat()
-    (tree / MANIFEST_FILENAME).write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
-    options = RegisterOptions(lifecycle=lifecycle, source_label=f"promotion of {source.ref}")
-    result = registry.register(tree, options)
-    if not result.created:
-        raise ConflictError(
-            f"{source.artifact_name} already has this exact {lifecycle.stage} version ({result.version.ref})"
-        )
-    return result.version
-
-
-def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-
-
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
-
-
-# -- lineage ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LineageStep:
-    ref: str
-    stage: str
-    label: str | None
-    detail: str
-
-
-def lineage(registry: Registry, reference: str) -> list[LineageStep]:
-    """The chain from a version back to its training session: production -> validated -> raw."""
-    steps: list[LineageStep] = []
-    current: VersionRecord | None = registry.show(reference)
-    while current is not None:
-        manifest = current.manifest
-        if current.stage == "production":
-            detail = f"production {current.semver}"
-        elif current.stage == "validated":
-            detail = f"validated from checkpoint {manifest.checkpoint or '-'}" + (" (FORCED)" if current.forced else "")
-        else:
-            detail = (
-                f"training session {manifest.run_name or current.label}, training_config_hash "
-                f"{manifest.training_config_hash or '-'}, created {manifest.created_at:%Y-%m-%d %H:%M}Z"
-            )
-        steps.append(LineageStep(current.ref, current.stage, current.label, detail))
-        current = registry.catalog.lifecycle.parent(current)
-    return steps
