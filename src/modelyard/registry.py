@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from modelyard.inspect.hints import Hints
     from modelyard.lifecycle.governance import PruneReport
     from modelyard.lifecycle.layout import LayoutReport
-    from modelyard.lifecycle.policy import Policy
     from modelyard.lifecycle.lineage import LineageStep
+    from modelyard.lifecycle.policy import Policy
     from modelyard.lifecycle.promote import ValidationOutcome
     from modelyard.marketplace import MarketplaceImport
     from modelyard.marketplace.apply import ImportResult
