@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Engine, Table, and_, func, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from modelyard.catalog.db import create_catalog_engine, ensure_schema, safe_url, writer_engine
 from modelyard.catalog.tables import (
@@ -30,7 +30,7 @@ from modelyard.catalog.tables import (
     VersionTagRow,
 )
 from modelyard.domain import FileUse, Lifecycle, ListFilters, StoredModelConfig, VersionRecord, VersionSummary
-from modelyard.errors import BusyError, CatalogError, ModelyardError, NotFoundError, StorageError
+from modelyard.errors import BusyError, CatalogError, ConflictError, ModelyardError, NotFoundError, StorageError
 from modelyard.manifest import ArtifactManifest
 from modelyard.modelconfig import BaseModelConfig
 from modelyard.names import Reference
@@ -132,6 +132,18 @@ class Catalog:
             number = artifact.version_count + 1
             manifest = build_manifest(number)
             manifest_json = manifest.to_json()
+            if manifest.semantic_version is not None:
+                # Under the artifact's lock: two promotions to one semantic version cannot both pass.
+                taken = session.scalars(
+                    select(VersionRow.number).where(
+                        VersionRow.artifact_id == artifact.id, VersionRow.semver == manifest.semantic_version
+                    )
+                ).first()
+                if taken is not None:
+                    raise ConflictError(
+                        f"{name} {manifest.semantic_version} already exists ({name}@{taken}); "
+                        "production versions are never reused"
+                    )
             row = VersionRow(
                 artifact_id=artifact.id,
                 number=number,
@@ -341,7 +353,16 @@ class Catalog:
                 .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
                 .outerjoin(ModelEntryRow, ModelEntryRow.version_id == VersionRow.id)
             )
-            if latest_only:
+            if latest_only and filters.stage is not None:
+                # Each artifact's newest version in that stage (its latest may be in another).
+                other = aliased(VersionRow)
+                newest = (
+                    select(func.max(other.number))
+                    .where(other.artifact_id == VersionRow.artifact_id, other.stage == filters.stage)
+                    .scalar_subquery()
+                )
+                query = query.where(VersionRow.number == newest)
+            elif latest_only:
                 query = query.where(VersionRow.number == ArtifactRow.version_count)
             for column, value in (
                 (VersionRow.component, filters.component),

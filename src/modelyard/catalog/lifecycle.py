@@ -119,6 +119,19 @@ class LifecycleRecords:
             return found
         alias = session.get(AliasRow, (artifact.id, reference.ref))
         if alias is None:
+            # A validated or production id (`v5_5_20251124_epoch_70_validated`) names one version too.
+            labelled = session.scalars(
+                select(VersionRow)
+                .where(
+                    VersionRow.artifact_id == artifact.id,
+                    VersionRow.label == reference.ref,
+                    VersionRow.stage != "raw",
+                )
+                .order_by(VersionRow.number.desc())
+                .limit(1)
+            ).first()
+            if labelled is not None:
+                return labelled
             names = session.scalars(select(AliasRow.alias).where(AliasRow.artifact_id == artifact.id)).all()
             raise NotFoundError(
                 f"unknown reference {reference.ref!r} for {reference.name}; use a version number "

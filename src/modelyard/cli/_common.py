@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelyard.names import NODE_TYPES, PRECISIONS, PRIVACY_LEVELS
+from modelyard.names import NODE_TYPES, PRECISIONS, PRIVACY_LEVELS, STAGES
 
 if TYPE_CHECKING:
     from modelyard.progress import Progress
@@ -31,6 +31,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 Precision = StrEnum("Precision", {p: p for p in PRECISIONS})  # type: ignore[misc]
 PrivacyLevel = StrEnum("PrivacyLevel", {p: p for p in PRIVACY_LEVELS})  # type: ignore[misc]
 NodeType = StrEnum("NodeType", {n: n for n in NODE_TYPES})  # type: ignore[misc]
+Stage = StrEnum("Stage", {s: s for s in STAGES})  # type: ignore[misc]
 
 
 def open_registry(home: Path | None) -> Registry:

@@ -15,6 +15,7 @@ from modelyard.cli._common import (
     HomeOpt,
     JsonOpt,
     NodeType,
+    Stage,
     format_bytes,
     open_registry,
     print_json,
@@ -34,7 +35,9 @@ def list_command(
     architecture: Annotated[str | None, typer.Option(help="Only this architecture, e.g. LlamaForCausalLM.")] = None,
     family: Annotated[str | None, typer.Option(help="Only this model family, e.g. llama, vit, yolox.")] = None,
     quantization: Annotated[str | None, typer.Option(help="Only this quantization, e.g. Q4_K_M.")] = None,
-    stage: Annotated[str | None, typer.Option(help="Only this lifecycle stage: raw, validated, production.")] = None,
+    stage: Annotated[
+        Stage | None, typer.Option(help="Only this stage (without --all-versions: each artifact's newest in it).")
+    ] = None,
     all_versions: Annotated[
         bool, typer.Option("--all-versions", help="Every version, not only each artifact's latest.")
     ] = False,
@@ -54,7 +57,7 @@ def list_command(
         architecture=architecture,
         family=family,
         quantization=quantization,
-        stage=stage,
+        stage=stage.value if stage else None,
     )
     with open_registry(home) as registry:
         rows = registry.list(filters, all_versions=all_versions)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from modelyard.cli._common import HomeOpt, JsonOpt, format_bytes, open_registry, plural, print_json, print_table
+from modelyard.cli._common import HomeOpt, JsonOpt, Stage, format_bytes, open_registry, plural, print_json, print_table
 
 PolicyOpt = Annotated[
     Path | None,
@@ -57,7 +57,7 @@ def promote_command(
     reference: Annotated[
         str, typer.Argument(metavar="NAME@REF", help="A raw version (to validated) or a validated one (to production).")
     ],
-    to: Annotated[str, typer.Option("--to", help="validated or production.")],
+    to: Annotated[Stage, typer.Option("--to", help="validated or production.")],
     checkpoint: Annotated[
         str | None,
         typer.Option(help="To validated: the checkpoint whose clean weights are kept (default best, else latest)."),
@@ -83,7 +83,7 @@ def promote_command(
     with open_registry(home) as registry:
         promoted = registry.promote(
             reference,
-            to,
+            to.value,
             checkpoint=checkpoint,
             policy=policy,
             force=force,
@@ -217,7 +217,7 @@ def audit_command(
     rows: list[list[str]] = []
     for event in events:
         details: Any = event["details"]
-        why = details.get("reason") if isinstance(details, dict) else None
+        why = (details.get("reason") or details.get("note")) if isinstance(details, dict) else None
         version = (
             f"{event['artifact_name']}@{event['version_number']}"
             if event["version_number"]

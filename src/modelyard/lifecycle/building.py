@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -16,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from modelyard.domain import Lifecycle, VersionRecord
 from modelyard.errors import ConflictError, InvalidInputError, ModelyardError
+from modelyard.lifecycle.scratch import scratch_dir
 from modelyard.names import MANIFEST_FILENAME
 
 if TYPE_CHECKING:
     from modelyard.lifecycle.report import ValidationReport
     from modelyard.registry import Registry
 
-STAGING_MAX_AGE_SECONDS = 24 * 3600
 # Manifest fields a promoted version inherits from the version it was promoted from.
 INHERITED_FIELDS = (
     "base_model",
@@ -73,28 +71,12 @@ def require_stage(version: VersionRecord, stage: str, target: str) -> None:
 
 @contextmanager
 def staging(registry: Registry, stage: str) -> Iterator[Path]:
-    """A private directory under the registry home, removed afterwards (and by the next promotion
-    if this process is killed)."""
-    base = registry.settings.home / "tmp"
-    base.mkdir(parents=True, exist_ok=True)
-    remove_stale(base)
-    scratch = Path(tempfile.mkdtemp(prefix=f"promote-{stage}-", dir=base))
-    tree = scratch / "tree"
-    tree.mkdir()
-    try:
+    """A private, locked directory under the registry home for building a tree; removed afterwards,
+    or by the next promotion if this process is killed (see `scratch.py`)."""
+    with scratch_dir(registry.settings.home, f"promote-{stage}-") as scratch:
+        tree = scratch / "tree"
+        tree.mkdir()
         yield tree
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def remove_stale(base: Path) -> None:
-    cutoff = time.time() - STAGING_MAX_AGE_SECONDS
-    for entry in base.glob("promote-*"):
-        try:
-            if entry.stat().st_mtime < cutoff:
-                shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            continue
 
 
 def export_file(registry: Registry, version: VersionRecord, path: str, target: Path) -> None:
@@ -161,6 +143,7 @@ def write_card(
     lineage_refs: list[str],
     session_id: str,
     ref: str,
+    model_type: str | None = None,
 ) -> None:
     from modelyard.lifecycle.model_card import ModelCardInput, pipeline_tag_for, write_model_card
 
@@ -176,7 +159,7 @@ def write_card(
             base_model=manifest.base_model,
             tags=["modelyard", stage],
             datasets=list(manifest.train_data_tags),
-            pipeline_tag=pipeline_tag_for(manifest.task),
+            pipeline_tag=pipeline_tag_for(manifest.task, model_type),
             training_config=dict(manifest.training_config),
             training_config_hash=manifest.training_config_hash,
             session_id=session_id,

@@ -62,6 +62,9 @@ class ValidationSubject:
     reinspect: Callable[[], BaseModelConfig]
     read_file: Callable[[str], bytes]
     export_to: Callable[[Path], None]
+    # Where the exported copy goes (a directory the caller cleans up, also after a crash); the
+    # system's temporary directory when None.
+    scratch: Path | None = None
 
 
 # -- checkpoints ---------------------------------------------------------------------------------
@@ -429,7 +432,7 @@ class _Validation:
     def _exported(self) -> Path | None:
         """The exported copy, made on first use; None (with `_export_error`) if it failed."""
         if self._temporary is None:
-            self._temporary = Path(tempfile.mkdtemp(prefix="modelyard-validate-"))
+            self._temporary = Path(tempfile.mkdtemp(prefix="modelyard-validate-", dir=self.subject.scratch))
             artifact_dir = self._temporary / "artifact"
             artifact_dir.mkdir()
             try:

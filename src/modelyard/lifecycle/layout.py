@@ -51,7 +51,7 @@ def sync_layout(registry: Registry, root: Path, names: list[str] | None = None) 
         (root / stage).mkdir(parents=True, exist_ok=True)
     for (stage, label), version in sorted(wanted.items()):
         target = root / stage / label
-        if _marker(target) == version.ref:
+        if _marker(target) == version.ref and _intact(registry, version, target):
             report.unchanged += 1
             continue
         report.copied_files += _build(registry, version, target)
@@ -97,6 +97,36 @@ def _marker(directory: Path) -> str | None:
         return None
     except OSError:
         return None
+
+
+def _intact(registry: Registry, version: VersionRecord, target: Path) -> bool:
+    """Does the directory still hold exactly the version's files? A hardlinked file must still
+    be the blob's inode; a copied one must have the blob's size and be read-only. (A file someone
+    replaced, deleted or added makes the directory be rebuilt.)"""
+    expected = {entry.path: entry for entry in version.manifest.files}
+    present = {
+        path.relative_to(target).as_posix()
+        for path in target.rglob("*")
+        if not path.is_dir() and path.name != MARKER and path.relative_to(target).as_posix() != MANIFEST_FILENAME
+    }
+    if present != set(expected):
+        return False
+    blob_path = getattr(registry.store, "blob_path", None)
+    for relative, entry in expected.items():
+        try:
+            placed = (target / relative).lstat()
+        except OSError:
+            return False
+        if blob_path is not None:
+            try:
+                blob = os.stat(blob_path(entry.sha256))
+            except OSError:
+                blob = None
+            if blob is not None and (blob.st_dev, blob.st_ino) == (placed.st_dev, placed.st_ino):
+                continue
+        if placed.st_size != entry.size or placed.st_mode & 0o222:
+            return False
+    return True
 
 
 def _build(registry: Registry, version: VersionRecord, target: Path) -> int:

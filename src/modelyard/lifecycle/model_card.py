@@ -66,6 +66,9 @@ _CLASSIFICATION_TAGS = {
     "embedding": "text-classification",
     "audio": "audio-classification",
     "video": "video-classification",
+    "vision": "image-classification",
+    "image": "image-classification",
+    "multimodal": "zero-shot-image-classification",
 }
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -103,7 +106,7 @@ def pipeline_tag_for(task: str | None, model_type: str | None = None) -> str | N
     if task == "embed":
         return "image-feature-extraction" if model_type in ("vision", "image") else "feature-extraction"
     if task == "classification":
-        return _CLASSIFICATION_TAGS.get(model_type or "", "image-classification")
+        return _CLASSIFICATION_TAGS.get(model_type or "")  # a tabular or policy classifier has no Hub tag
     return _PIPELINE_TAGS.get(task)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +30,7 @@ from modelyard.lifecycle.building import (
     write_json,
 )
 from modelyard.lifecycle.lineage import LineageStep, lineage
+from modelyard.lifecycle.scratch import scratch_dir
 from modelyard.names import check_semver
 
 __all__ = [
@@ -84,18 +84,20 @@ def validate(
 
     version = registry.show(reference)
     rules = load_policy_from(policy)
-    subject = ValidationSubject(
-        ref=version.ref,
-        manifest=version.manifest,
-        model_config=registry.model_config(version.ref),
-        checkpoint=checkpoint,
-        submitted=dict(validation_results or {}),
-        verify_files=lambda: _verify_problems(registry, version),
-        reinspect=lambda: _reinspect(registry, version),
-        read_file=lambda path: read_small_file(registry, version, path),
-        export_to=lambda directory: export_into(registry, version, directory),
-    )
-    report = run_checks(rules, subject)
+    with scratch_dir(registry.settings.home, "validate-") as scratch:
+        subject = ValidationSubject(
+            ref=version.ref,
+            manifest=version.manifest,
+            model_config=registry.model_config(version.ref),
+            checkpoint=checkpoint,
+            submitted=dict(validation_results or {}),
+            verify_files=lambda: _verify_problems(registry, version),
+            reinspect=lambda: _reinspect(registry, version),
+            read_file=lambda path: read_small_file(registry, version, path),
+            export_to=lambda directory: export_into(registry, version, directory),
+            scratch=scratch,
+        )
+        report = run_checks(rules, subject)
     report_id = registry.catalog.lifecycle.add_report(
         version, checkpoint, report.policy_sha256, report.passed, actor, report.to_json()
     )
@@ -184,7 +186,9 @@ def promote_to_validated(
             "weights": weights_note,
         }
         write_json(tree / "metadata.json", metadata)
-        write_card(tree, raw, "validated", metrics, report, [raw.ref], session_id, f"{raw.artifact_name}@validated")
+        write_card(
+            tree, raw, "validated", metrics, report, [raw.ref], session_id, f"{raw.artifact_name}@{validated_id}"
+        )
         forced = force and not report.passed
         lifecycle = Lifecycle("validated", raw.ref, None, checkpoint_name, validated_id, forced)
         return register_tree(registry, tree, raw, lifecycle, metrics)
@@ -281,9 +285,8 @@ def promote_to_production(
     _require_new_semver(registry, validated.artifact_name, semver)
     rules = load_policy_from(policy)
     lifecycle = registry.catalog.lifecycle
-    if approved_by:
-        lifecycle.add_approval(validated, approved_by.strip(), actor, f"with the promotion to {semver}")
-    approvers = _check_approvals(registry, validated, rules, actor)
+    given = approved_by.strip() if approved_by and approved_by.strip() else None
+    approvers = _check_approvals(registry, validated, rules, actor, given)
     if rules.security_review and not (security_reviewed_by and security_reviewed_by.strip()):
         raise GateFailedError(
             "the policy requires a security review before production: add --security-reviewed-by NAME"
@@ -309,7 +312,7 @@ def promote_to_production(
             runtimes=compatible,
             weights_bytes=sum((tree / path).stat().st_size for path in weights),
             deployment_config=dict(deployment_config or {}),
-            pipeline_tag=_pipeline_tag(validated),
+            pipeline_tag=_pipeline_tag(validated, config),
         )
         deployment = write_deployment(tree, spec)
         metrics = {k: v for k, v in validated.manifest.metrics.items() if isinstance(v, int | float)}
@@ -338,8 +341,20 @@ def promote_to_production(
         write_json(tree / "metadata.json", metadata)
         write_changelog(registry, validated, tree, semver, approvers, actor)
         chain = [step.ref for step in reversed(lineage(registry, validated.ref))]
-        card_ref = f"{validated.artifact_name}@{semver}"
-        write_card(tree, validated, "production", metrics, None, chain, session_id, card_ref)
+        card_ref = f"{validated.artifact_name}@{semver}"  # a semantic version names exactly one version
+        write_card(
+            tree,
+            validated,
+            "production",
+            metrics,
+            None,
+            chain,
+            session_id,
+            card_ref,
+            config.model_type if config else None,
+        )
+        if given is not None and given not in {a.approved_by for a in lifecycle.approvals(validated)}:
+            lifecycle.add_approval(validated, given, actor, f"with the promotion to {semver}")
         result = register_tree(
             registry, tree, validated, Lifecycle("production", validated.ref, semver, None, production_id), metrics
         )
@@ -350,10 +365,10 @@ def promote_to_production(
     return result
 
 
-def _pipeline_tag(version: VersionRecord) -> str | None:
+def _pipeline_tag(version: VersionRecord, config: BaseModelConfig | None) -> str | None:
     from modelyard.lifecycle.model_card import pipeline_tag_for
 
-    return pipeline_tag_for(version.manifest.task)
+    return pipeline_tag_for(version.manifest.task, config.model_type if config else None)
 
 
 def _require_new_semver(registry: Registry, name: str, semver: str) -> None:
@@ -364,10 +379,13 @@ def _require_new_semver(registry: Registry, name: str, semver: str) -> None:
     raise ConflictError(f"{name} {semver} already exists ({existing.ref}); production versions are never reused")
 
 
-def _check_approvals(registry: Registry, validated: VersionRecord, rules: Policy, actor: str) -> list[str]:
-    """The distinct approvers on record; refuse when there are too few (seed 003: manual approval)."""
+def _check_approvals(
+    registry: Registry, validated: VersionRecord, rules: Policy, actor: str, given: str | None
+) -> list[str]:
+    """The distinct approvers (on record, plus the one given with this promotion); refuse when
+    there are too few (seed 003: manual approval). The given one is recorded only on success."""
     approvals = registry.catalog.lifecycle.approvals(validated)
-    names = list(dict.fromkeys(a.approved_by for a in approvals))
+    names = list(dict.fromkeys([*(a.approved_by for a in approvals), *([given] if given else [])]))
     how = (
         f"approve it with 'modelyard approve {validated.ref} --approved-by NAME' "
         f"(or promote with --approved-by NAME; in Python: approved_by=...)"
@@ -395,8 +413,8 @@ def _run_benchmark(registry: Registry, version: VersionRecord, rules: Policy) ->
         return {"note": "no benchmark given (--benchmarks FILE) and none in the policy"}
     from modelyard.lifecycle.commands import run_command
 
-    with tempfile.TemporaryDirectory(prefix="modelyard-bench-") as scratch:
-        directory = Path(scratch) / "artifact"
+    with scratch_dir(registry.settings.home, "bench-") as scratch:
+        directory = scratch / "artifact"
         directory.mkdir()
         export_into(registry, version, directory)
         argv = [part.replace("{path}", str(directory)) for part in rules.benchmark.run]

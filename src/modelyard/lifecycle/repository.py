@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +33,7 @@ from typing import Any
 from modelyard.domain import VersionRecord
 from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.lifecycle.layout import LayoutReport, sync_layout
+from modelyard.lifecycle.scratch import scratch_dir
 from modelyard.names import MANIFEST_FILENAME
 from modelyard.registry import Registry
 
@@ -85,8 +85,8 @@ class ArtifactRepository:
         checkpoint_dir = Path(checkpoint_dir)
         if not checkpoint_dir.is_dir():
             raise InvalidInputError("not a directory of checkpoints", path=checkpoint_dir)
-        with tempfile.TemporaryDirectory(prefix="modelyard-session-", dir=self._scratch_base()) as scratch:
-            run = Path(scratch) / session_id
+        with scratch_dir(self.registry.settings.home, "session-") as scratch:
+            run = scratch / session_id
             self._assemble_run(run, session_id, checkpoint_dir, config, metrics, artifact_name)
             options = RegisterOptions(
                 artifact_name=artifact_name, source_label=str(checkpoint_dir.absolute()), **fields
@@ -221,11 +221,6 @@ class ArtifactRepository:
     def sync(self, name: str | None = None) -> LayoutReport:
         """Bring the layout root up to date (one artifact's directories, or all)."""
         return sync_layout(self.registry, self.root, [name] if name else None)
-
-    def _scratch_base(self) -> Path:
-        base = self.registry.settings.home / "tmp"
-        base.mkdir(parents=True, exist_ok=True)
-        return base
 
 
 def _check_session_id(session_id: str) -> None:
