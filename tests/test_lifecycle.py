@@ -1493,15 +1493,13 @@ benchmark: {{run: ["sh", "-c", "echo $$ > {pid_file}; touch {started}; sleep 60;
     assert verified.ok and verified.versions == 3
 
 
-def test_a_killed_validation_does_not_leave_its_exported_copy_behind_for_good(
+def test_a_killed_validation_does_not_leave_its_exported_copy_behind(
     registry: Registry, repo: ArtifactRepository, tmp_path: Path, home: Path
 ) -> None:
     """A command check runs on an exported copy of every file of the version (for a real run,
-    gigabytes of checkpoints). kill -9 cannot clean it up, so, like a killed promotion's staging
-    tree, a stale copy must go with a later run once no live process can own it."""
+    gigabytes of checkpoints). kill -9 cannot clean it up, so the next run that opens a scratch
+    directory removes every one whose owner is gone (its lock is free)."""
     raw = _register_session(repo, tmp_path / "training", SESSION, 0)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
     started, pid_file = tmp_path / "started", tmp_path / "check.pid"
     slow = _write_policy(
         tmp_path / "slow.yaml",
@@ -1510,7 +1508,7 @@ checks:
   - command: {{name: slow-eval, run: ["sh", "-c", "echo $$ > {pid_file}; touch {started}; sleep 60"], timeout: 120}}
 """,
     )
-    proc = _popen(home, "validate", raw.ref, "--policy", str(slow), env={"TMPDIR": str(scratch)})
+    proc = _popen(home, "validate", raw.ref, "--policy", str(slow))
     try:
         _wait_for(started.exists, proc, "the slow check to start")
         proc.send_signal(signal.SIGKILL)
@@ -1518,16 +1516,12 @@ checks:
     finally:
         _finish(proc) if proc.poll() is None else proc.communicate()
         _kill_group(pid_file)
-    exported = list(scratch.iterdir())
-    assert exported and all((p / "artifact" / "checkpoints" / "best.safetensors").exists() for p in exported)
-    for copy in exported:
-        backdate(copy, 25 * 3600)
-        os.utime(copy, (time.time() - 25 * 3600,) * 2)
+    exported = list((home / "tmp").glob("validate-*"))
+    assert exported and all(list(p.rglob("best.safetensors")) for p in exported), exported
     quick = _write_policy(tmp_path / "quick.yaml", 'checks:\n  - command: {name: ok, run: ["true"], timeout: 30}\n')
-    _ok(_cli(home, "validate", raw.ref, "--policy", str(quick), env={"TMPDIR": str(scratch)}))
-    _ok(_cli(home, "promote", raw.ref, "--to", "validated", "--policy", str(quick), env={"TMPDIR": str(scratch)}))
-    leftovers = sorted(p.name for p in scratch.iterdir())
-    assert leftovers == [], f"a day-old export of {raw.ref} from a killed validation is still in TMPDIR: {leftovers}"
+    _ok(_cli(home, "validate", raw.ref, "--policy", str(quick)))
+    leftovers = sorted(p.name for p in (home / "tmp").iterdir())
+    assert leftovers == [], f"the export of {raw.ref} from a killed validation is still there: {leftovers}"
 
 
 # == 7. The layout directory cannot change stored content ==========================================

@@ -286,7 +286,11 @@ def promote_to_production(
     rules = load_policy_from(policy)
     lifecycle = registry.catalog.lifecycle
     given = approved_by.strip() if approved_by and approved_by.strip() else None
-    approvers = _check_approvals(registry, validated, rules, actor, given)
+    if given is not None and given not in {a.approved_by for a in lifecycle.approvals(validated)}:
+        # An approval is the approver's statement about this validated version: it stands even
+        # if the promotion is refused (say, for want of a second approver), as with `approve`.
+        lifecycle.add_approval(validated, given, actor, f"given with the promotion to {semver}")
+    approvers = _check_approvals(registry, validated, rules, actor)
     if rules.security_review and not (security_reviewed_by and security_reviewed_by.strip()):
         raise GateFailedError(
             "the policy requires a security review before production: add --security-reviewed-by NAME"
@@ -353,8 +357,6 @@ def promote_to_production(
             card_ref,
             config.model_type if config else None,
         )
-        if given is not None and given not in {a.approved_by for a in lifecycle.approvals(validated)}:
-            lifecycle.add_approval(validated, given, actor, f"with the promotion to {semver}")
         result = register_tree(
             registry, tree, validated, Lifecycle("production", validated.ref, semver, None, production_id), metrics
         )
@@ -379,13 +381,10 @@ def _require_new_semver(registry: Registry, name: str, semver: str) -> None:
     raise ConflictError(f"{name} {semver} already exists ({existing.ref}); production versions are never reused")
 
 
-def _check_approvals(
-    registry: Registry, validated: VersionRecord, rules: Policy, actor: str, given: str | None
-) -> list[str]:
-    """The distinct approvers (on record, plus the one given with this promotion); refuse when
-    there are too few (seed 003: manual approval). The given one is recorded only on success."""
+def _check_approvals(registry: Registry, validated: VersionRecord, rules: Policy, actor: str) -> list[str]:
+    """The distinct approvers on record; refuse when there are too few (seed 003: manual approval)."""
     approvals = registry.catalog.lifecycle.approvals(validated)
-    names = list(dict.fromkeys([*(a.approved_by for a in approvals), *([given] if given else [])]))
+    names = list(dict.fromkeys(a.approved_by for a in approvals))
     how = (
         f"approve it with 'modelyard approve {validated.ref} --approved-by NAME' "
         f"(or promote with --approved-by NAME; in Python: approved_by=...)"
