@@ -25,9 +25,9 @@ __all__ = [
 
 if TYPE_CHECKING:
     from modelyard.config import Settings
-    from modelyard.lifecycle.repository import ArtifactRepository
     from modelyard.domain import ListFilters
     from modelyard.errors import ModelyardError
+    from modelyard.lifecycle.repository import ArtifactRepository
     from modelyard.register.metadata import RegisterOptions
     from modelyard.registry import Registry
 
