@@ -106,7 +106,7 @@ def run_demo(registry: Registry, say: Callable[[str], None]) -> None:
         f"3. register again: {again.version.ref}, created={again.created}, files read={again.files_read} "
         f"({time.perf_counter() - started:.3f} s; unchanged files are known by their stat)"
     )
-    version = registry.show(f"{DEMO_NAME}@latest")
+    version = registry.show(first.version.ref)
     manifest = version.manifest
     say(
         f"4. modelyard show {version.ref}\n   base_model={manifest.base_model} task={manifest.task} "
@@ -130,7 +130,44 @@ def run_demo(registry: Registry, say: Callable[[str], None]) -> None:
     zip_path.unlink(missing_ok=True)
     registry.export(version.ref, zip_path=zip_path)
     say(f"6. modelyard export {version.ref} --zip {zip_path}  (the upload ZIP of seed 000, manifest inside)")
+    _lifecycle(registry, version.ref, demo_dir, say)
     say(
         f"\nRegistry home: {registry.settings.home}\n"
-        f"Next: modelyard list; modelyard show {version.ref} --json; modelyard register YOUR_RUN_DIR --link"
+        f"Next: modelyard list --all-versions; modelyard lineage {DEMO_NAME}@production; "
+        f"modelyard audit {DEMO_NAME}; modelyard register YOUR_RUN_DIR --link"
+    )
+
+
+def _lifecycle(registry: Registry, raw_ref: str, demo_dir: Path, say: Callable[[str], None]) -> None:
+    """Seed 003: validate the best checkpoint, promote it, approve it, release 1.0.0, lay it out.
+    Done once: a second run finds the versions the first one made."""
+    from modelyard.errors import ModelyardError
+
+    raw = registry.show(raw_ref)
+    promoted = registry.catalog.lifecycle.children(raw)
+    if promoted:
+        validated = promoted[-1]
+        say(f"7. already validated: {validated.ref} ({validated.label})")
+    else:
+        outcome = registry.validate(raw.ref, checkpoint="best")
+        verdict = "passed" if outcome.report.passed else "FAILED"
+        say(f"7. modelyard validate {raw.ref} --checkpoint best: {len(outcome.report.checks)} gates {verdict}")
+        validated = registry.promote(raw.ref, "validated", checkpoint="best")
+        say(f"   modelyard promote {raw.ref} --to validated: {validated.ref} ({validated.label})")
+    try:
+        production = registry.show(f"{DEMO_NAME}@1.0.0")
+        say(f"8. already released: {production.ref} ({production.label})")
+    except ModelyardError:
+        registry.approve(validated.ref, approved_by="demo-approver", note="the demo approves its own run")
+        production = registry.promote(validated.ref, "production", version="1.0.0")
+        say(
+            f"8. modelyard approve {validated.ref} --approved-by demo-approver; "
+            f"modelyard promote {validated.ref} --to production --version 1.0.0: {production.ref} ({production.label})"
+        )
+    chain = " <- ".join(f"{step.ref} [{step.stage}]" for step in registry.lineage(production.ref))
+    say(f"   lineage: {chain}")
+    layout = registry.layout(demo_dir / "artifacts", [DEMO_NAME])
+    say(
+        f"9. modelyard layout {demo_dir / 'artifacts'}: raw/, validated/ and production/ as seed 003 draws them "
+        f"({len(layout.written)} written, {layout.unchanged} unchanged)"
     )

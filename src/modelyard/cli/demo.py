@@ -10,7 +10,8 @@ from modelyard.cli._common import HomeOpt, open_registry
 
 
 def demo_command(home: HomeOpt = None) -> None:
-    """Generate a small training output, register it (twice), show, verify and export it."""
+    """Generate a small training output, register it (twice), show, verify, export it, and take it
+    through validation to a production release."""
     from modelyard.demo import run_demo
 
     def say(line: str) -> None:

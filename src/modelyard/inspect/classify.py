@@ -699,6 +699,7 @@ def _without_variants(readings: list[WeightReading]) -> list[WeightReading]:
 def _pick_checkpoint(readings: list[WeightReading]) -> list[WeightReading]:
     """Seed 003's run layout keeps best, latest and epoch_N checkpoints: describe one of them
     (best, then latest, then the highest epoch or step), not their sum."""
+    readings = _one_format_each(readings)
     named = {posixpath.basename(r.path).lower(): r for r in readings}
     checkpoints = [r for r in readings if _CHECKPOINT_NAME.match(posixpath.basename(r.path).lower())]
     if len(checkpoints) < 2 and len(readings) > 1 and not checkpoints:
@@ -710,6 +711,19 @@ def _pick_checkpoint(readings: list[WeightReading]) -> list[WeightReading]:
     if checkpoints:
         return [max(checkpoints, key=lambda r: [int(n) for n in re.findall(r"\d+", posixpath.basename(r.path))] or [0])]
     return readings[:1]
+
+
+def _one_format_each(readings: list[WeightReading]) -> list[WeightReading]:
+    """`model.pt` beside `model.safetensors` holds the same weights (a promoted version keeps
+    both): count them once, preferring safetensors."""
+    by_stem: dict[str, WeightReading] = {}
+    for reading in readings:
+        stem = reading.path.rsplit(".", 1)[0]
+        kept = by_stem.get(stem)
+        if kept is None or (reading.format == "safetensors" and kept.format != "safetensors"):
+            by_stem[stem] = reading
+    chosen = set(id(r) for r in by_stem.values())
+    return [r for r in readings if id(r) in chosen]
 
 
 def _layout_of(main: list[WeightReading]) -> str:
