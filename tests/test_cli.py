@@ -154,3 +154,27 @@ def test_a_terminal_gets_a_progress_bar_and_quiet_silences_it(tmp_path: Path) ->
     quiet = on_terminal("b", "--quiet")
     assert "storing" not in quiet
     assert "registered gpt-small-v1@1" in quiet
+
+
+def test_the_demo_walks_registration_and_the_lifecycle_and_is_idempotent(cli: Callable[..., CliResult]) -> None:
+    """`make demo`, the README's first command, on a fresh home: every step, then the same again."""
+    first = cli("demo", check=True, timeout=300)
+    for step in (
+        "2. modelyard register",
+        "model entry",
+        "7. modelyard validate",
+        "8. modelyard approve",
+        "9. modelyard layout",
+    ):
+        assert step in first.stdout, step
+    assert "vision-vit-base16-embed-v1@3 (v5_5_20251124_prod_v1.0.0)" in first.stdout
+    again = cli("demo", check=True, timeout=300)
+    assert (
+        "created=False" in again.stdout and "already validated" in again.stdout and "already released" in again.stdout
+    )
+    listed = cli("list", "--all-versions", "--json", check=True).json()
+    assert [(row["ref"], row["stage"]) for row in listed] == [
+        ("vision-vit-base16-embed-v1@3", "production"),
+        ("vision-vit-base16-embed-v1@2", "validated"),
+        ("vision-vit-base16-embed-v1@1", "raw"),
+    ]
