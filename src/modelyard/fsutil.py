@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from pathlib import Path
@@ -77,3 +78,22 @@ def exchange(first: Path, second: Path) -> bool:
     if code in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: no exchange here
         return False
     raise OSError(code, os.strerror(code), str(second))
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write a whole file or nothing: a temporary beside it, synced, then renamed over it."""
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    fsync_dir(path.parent)

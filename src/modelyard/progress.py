@@ -30,3 +30,28 @@ class NullProgress:
 
     def finish(self) -> None:
         pass
+
+
+class ProgressBoard(Protocol):
+    """Several bars at once (one per fleet node during a push)."""
+
+    def bar(self, name: str) -> Progress:
+        """The bar for `name`, created on first use."""
+        ...
+
+    def note(self, name: str, text: str) -> None:
+        """A short state for `name` (verifying, activated, failed: ...)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class NullBoard:
+    def bar(self, name: str) -> Progress:
+        return NullProgress()
+
+    def note(self, name: str, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -24,13 +24,21 @@ from modelyard.config import Settings
 from modelyard.domain import ListFilters, ModelEntry, Registration, VersionRecord, VersionSummary
 from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.names import parse_reference
-from modelyard.progress import Progress
+from modelyard.progress import Progress, ProgressBoard
 from modelyard.register.metadata import RegisterOptions
 from modelyard.store import BlobStore, open_store
 
 if TYPE_CHECKING:
     from modelyard.catalog.catalog import Catalog
+    from modelyard.catalog.deployments import Deployment
     from modelyard.catalog.lifecycle import AliasEntry
+    from modelyard.distribute.bundle import BundleReport, ImportReport
+    from modelyard.distribute.check import NodeCheck
+    from modelyard.distribute.drift import DriftReport
+    from modelyard.distribute.fleet import Fleet
+    from modelyard.distribute.install import Outcome
+    from modelyard.distribute.plan import Assignment, DistributionPlan
+    from modelyard.distribute.push import PushOptions, PushReport
     from modelyard.export import ExportResult
     from modelyard.gc import GcReport
     from modelyard.inspect.hints import Hints
@@ -381,9 +389,86 @@ class Registry:
 
         return sync_layout(self, Path(root), names)
 
+    # -- fleet distribution (seed 004) -------------------------------------------------------
+
+    def fleet(self, path: str | Path | None = None) -> Fleet:
+        """The fleet file given, else `<home>/fleet.yaml`."""
+        from modelyard.distribute.fleet import load_fleet
+
+        return load_fleet(Path(path) if path is not None else None, self.settings.home)
+
+    def fleet_check(self, fleet: Fleet, nodes: builtins.list[str] | None = None) -> builtins.list[NodeCheck]:
+        """Connect to each node: reachable or not, free disk, tools and hasher there."""
+        from modelyard.distribute.check import check_fleet
+
+        return check_fleet(fleet, nodes)
+
+    def plan_deployment(
+        self,
+        assignments: builtins.list[str] | builtins.list[Assignment],
+        *,
+        fleet: Fleet,
+        require_stage: str = "production",
+        all_files: bool = False,
+    ) -> DistributionPlan:
+        """A distribution plan for `NAME@REF=TARGETS` assignments; refused before anything is sent
+        when a node is unknown, a version is not in the required stage or an adapter's base model
+        cannot be found on a node."""
+        from modelyard.distribute.plan import build_plan, parse_assignment
+
+        parsed = [parse_assignment(a) if isinstance(a, str) else a for a in assignments]
+        return build_plan(self, fleet, parsed, require_stage=require_stage, all_files=all_files)
+
+    def push(
+        self, plan: DistributionPlan, options: PushOptions | None = None, board: ProgressBoard | None = None
+    ) -> PushReport:
+        """Execute a plan: transfer, verify on the node, switch, activate, check health."""
+        from modelyard.distribute.push import push
+
+        return push(self, plan, options, board)
+
+    def deployments(self, name: str | None = None, node: str | None = None) -> builtins.list[Deployment]:
+        """What the catalog knows of each node, newest first."""
+        return self.catalog.deployments.deployments(node=node, name=name)
+
+    def rollback(self, name: str, node: str, fleet: Fleet) -> Outcome:
+        """Serve the previous verified version of `name` still on `node` again."""
+        from modelyard.distribute.rollback import rollback
+
+        return rollback(self, fleet, name, node)
+
+    def verify_deployments(
+        self, fleet: Fleet, *, nodes: builtins.list[str] | None = None, name: str | None = None
+    ) -> DriftReport:
+        """Re-hash what every node serves; report what drifted since the last verification."""
+        from modelyard.distribute.drift import verify_fleet
+
+        return verify_fleet(self, fleet, nodes=nodes, name=name)
+
+    def bundle(
+        self,
+        references: builtins.list[str],
+        out: Path,
+        *,
+        with_lineage: bool = True,
+        gzip: bool = False,
+        force: bool = False,
+    ) -> BundleReport:
+        """Write versions (with their lineage, typed configs and blobs) to a bundle for an
+        air-gapped registry."""
+        from modelyard.distribute.bundle import write_bundle
+
+        return write_bundle(self, references, out, with_lineage=with_lineage, gzip=gzip, force=force)
+
+    def import_bundle(self, path: Path) -> ImportReport:
+        """Import a bundle, checking every digest before anything becomes visible (twice: a no-op)."""
+        from modelyard.distribute.bundle import import_bundle
+
+        return import_bundle(self, path)
+
     def _deployed_refs(self) -> set[str]:
-        """Versions a fleet runs (distribution arrives with the fleet issue): never pruned."""
-        return set()
+        """Versions some fleet node still holds: never pruned."""
+        return self.catalog.deployments.on_nodes()
 
     def _actor(self) -> str:
         from modelyard.register.flow import current_user

@@ -36,6 +36,7 @@ from modelyard.modelconfig import BaseModelConfig
 from modelyard.names import Reference
 
 if TYPE_CHECKING:
+    from modelyard.catalog.deployments import DeploymentRecords
     from modelyard.catalog.lifecycle import LifecycleRecords
 
 ManifestBuilder = Callable[[int], ArtifactManifest]
@@ -65,6 +66,13 @@ class Catalog:
         from modelyard.catalog.lifecycle import LifecycleRecords
 
         return LifecycleRecords(self)
+
+    @property
+    def deployments(self) -> DeploymentRecords:
+        """What each fleet node holds, and its status (the fleet issue)."""
+        from modelyard.catalog.deployments import DeploymentRecords
+
+        return DeploymentRecords(self)
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Session]:

@@ -222,3 +222,31 @@ class VersionStatusRow(Base):
     actor: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(Text)
+
+
+class DeploymentRow(Base):
+    """One version of one artifact on one node at one serving path, and where it stands
+    (pending, transferring, verifying, verified, activated, failed, rolled_back)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        UniqueConstraint("node", "target_name", "version_dir", name="uq_deployments_node_target_version"),
+        Index("ix_deployments_artifact", "artifact_name", "version_number"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(63))
+    target_name: Mapped[str] = mapped_column(String(200))
+    version_dir: Mapped[str] = mapped_column(String(100))
+    artifact_name: Mapped[str] = mapped_column(String(200))
+    version_number: Mapped[int] = mapped_column(Integer)
+    serving_path: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    checks_json: Mapped[str] = mapped_column(Text, default="{}")
+    files_json: Mapped[str] = mapped_column(Text)
+    load_json: Mapped[str] = mapped_column(Text, default="{}")
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(String(200))

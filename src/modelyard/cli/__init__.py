@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from modelyard import __version__
-from modelyard.cli import browse, demo, lifecycle, maintenance, marketplace, models, register, transfer
+from modelyard.cli import browse, bundle, demo, deploy, lifecycle, maintenance, marketplace, models, register, transfer
 
 app = typer.Typer(
     name="modelyard",
@@ -44,6 +44,8 @@ models.install(app)
 marketplace.install(app)
 lifecycle.install(app)
 transfer.install(app)
+deploy.install(app)
+bundle.install(app)
 maintenance.install(app)
 demo.install(app)
 

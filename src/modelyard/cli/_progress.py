@@ -44,3 +44,52 @@ class RichProgress:
             self._bar.stop()
             self._bar = None
             self._task = None
+
+
+class RichBoard:
+    """One rich bar per node, in one live display."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._bar = _Bar(
+            TextColumn("{task.fields[node]:<12}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[state]}"),
+            console=Console(stderr=True),
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self._bar.start()
+
+    def _task(self, name: str) -> TaskID:
+        with self._lock:
+            if name not in self._tasks:
+                self._tasks[name] = self._bar.add_task("", total=None, node=name, state="")
+            return self._tasks[name]
+
+    def bar(self, name: str) -> _NodeBar:
+        return _NodeBar(self, self._task(name))
+
+    def note(self, name: str, text: str) -> None:
+        self._bar.update(self._task(name), state=text)
+
+    def close(self) -> None:
+        self._bar.stop()
+
+
+class _NodeBar:
+    def __init__(self, board: RichBoard, task: TaskID) -> None:
+        self._board = board
+        self._task = task
+
+    def start(self, description: str, total_bytes: int) -> None:
+        self._board._bar.reset(self._task, total=total_bytes or None, state=description)
+
+    def advance(self, done_bytes: int) -> None:
+        self._board._bar.advance(self._task, done_bytes)
+
+    def finish(self) -> None:
+        pass

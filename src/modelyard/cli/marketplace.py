@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from modelyard.cli._common import HomeOpt, JsonOpt, open_registry, plural, print_json, warn
+from modelyard.cli.bundle import add_import_command
 
 if TYPE_CHECKING:
     from modelyard.marketplace import MarketplaceImport
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from modelyard.registry import Registry
 
 import_app = typer.Typer(
-    help="Import marketplace metadata (Hugging Face Hub, CivitAI) into a version's model entry.",
+    help="Import marketplace metadata (Hugging Face Hub, CivitAI) into a model entry, or a bundle of versions.",
     no_args_is_help=True,
 )
 
@@ -128,4 +129,5 @@ def _shortened(names: list[str], limit: int = 8) -> str:
 
 
 def install(app: typer.Typer) -> None:
+    add_import_command(import_app)
     app.add_typer(import_app, name="import")

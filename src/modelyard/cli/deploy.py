@@ -1,0 +1,314 @@
+"""Fleet distribution (seed 004): `fleet show/check`, `deploy plan/push/status/rollback/verify`.
+
+Each command calls one Registry method and prints its result; `--json` gives it to programs.
+A push, a verification or a fleet check that finds a failed node exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from modelyard.cli._common import (
+    HomeOpt,
+    JsonOpt,
+    QuietOpt,
+    format_bytes,
+    open_registry,
+    plural,
+    print_json,
+    print_table,
+)
+
+if TYPE_CHECKING:
+    from modelyard.distribute.install import Outcome
+    from modelyard.progress import ProgressBoard
+
+FleetOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--fleet", help="The fleet file (YAML) naming the nodes; default: <home>/fleet.yaml.", show_default=False
+    ),
+]
+NodeOpt = Annotated[list[str] | None, typer.Option("--node", help="Only this node (repeatable).", show_default=False)]
+
+fleet_app = typer.Typer(help="The nodes artifacts are distributed to (the fleet file).", no_args_is_help=True)
+deploy_app = typer.Typer(
+    help="Distribute artifacts to the fleet: plan, push, status, rollback, verify.", no_args_is_help=True
+)
+
+
+# -- fleet ----------------------------------------------------------------------------------------
+
+
+@fleet_app.command("show")
+def fleet_show(fleet_file: FleetOpt = None, home: HomeOpt = None, json_output: JsonOpt = False) -> None:
+    """List the fleet's nodes as the fleet file describes them."""
+    with open_registry(home) as registry:
+        fleet = registry.fleet(fleet_file)
+    if json_output:
+        print_json(fleet.model_dump(mode="json"))
+        return
+    rows = [
+        [
+            node.name,
+            "local" if node.is_local else f"{node.address()}:{node.port}",
+            node.node_type or "-",
+            node.models_root,
+            ",".join(f"{k}={v}" for k, v in node.labels.items()) or "-",
+            "yes" if node.health else "no",
+        ]
+        for node in fleet.nodes
+    ]
+    print_table(["NODE", "ADDRESS", "TYPE", "MODELS ROOT", "LABELS", "HEALTH"], rows)
+
+
+@fleet_app.command("check")
+def fleet_check(
+    fleet_file: FleetOpt = None, node: NodeOpt = None, home: HomeOpt = None, json_output: JsonOpt = False
+) -> None:
+    """Connect to each node: reachable or not, free disk, the tools and hasher modelyard will use."""
+    with open_registry(home) as registry:
+        checks = registry.fleet_check(registry.fleet(fleet_file), node)
+    if json_output:
+        print_json([check.to_dict() for check in checks])
+    else:
+        for check in checks:
+            if not check.reachable:
+                sys.stdout.write(f"{check.node:<12} UNREACHABLE  {check.reason}\n")
+                continue
+            free = format_bytes(check.free_bytes) if check.free_bytes is not None else "?"
+            tools = ", ".join(name for name, path in check.tools.items() if path) or "none"
+            state = "ok" if check.ok else "PROBLEM"
+            sys.stdout.write(
+                f"{check.node:<12} {state:<11}  {check.address}  free {free} under {check.models_root}; "
+                f"hasher: {check.hasher}; tools: {tools}\n"
+            )
+            for problem in check.problems():
+                sys.stdout.write(f"{'':<12} - {problem}\n")
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
+
+
+# -- deploy plan ----------------------------------------------------------------------------------
+
+
+@deploy_app.command("plan")
+def deploy_plan(
+    assignments: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="ASSIGNMENT...",
+            help="NAME@REF=TARGETS (TARGETS: node names, type:NODE_TYPE, label:KEY=VALUE, comma-separated), "
+            "or a YAML file of assignments (artifact, targets, target_name, base).",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the plan (JSON); a Markdown copy goes beside it.")],
+    fleet_file: FleetOpt = None,
+    require_stage: Annotated[
+        str,
+        typer.Option(
+            "--require-stage", help="The stage every version must have reached: raw, validated, production, or any."
+        ),
+    ] = "production",
+    all_files: Annotated[
+        bool, typer.Option("--all-files", help="Send every file of each version, not the deploy profile's.")
+    ] = False,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Where to write the Markdown manifest (default: OUT with .md).")
+    ] = None,
+    home: HomeOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Make a distribution plan: which version goes to which nodes, the files and their digests."""
+    from modelyard.distribute.plan import Assignment, load_assignments, parse_assignment
+    from modelyard.distribute.report import plan_markdown
+    from modelyard.fsutil import write_text_atomically
+
+    parsed: list[Assignment] = []
+    for text in assignments:
+        looks_like_file = "=" not in text and text.endswith((".yaml", ".yml", ".json"))
+        parsed += load_assignments(Path(text)) if looks_like_file else [parse_assignment(text)]
+    with open_registry(home) as registry:
+        fleet = registry.fleet(fleet_file)
+        plan = registry.plan_deployment(parsed, fleet=fleet, require_stage=require_stage, all_files=all_files)
+    markdown_path = markdown or out.with_suffix(".md")
+    write_text_atomically(out, plan.to_json())
+    write_text_atomically(markdown_path, plan_markdown(plan, rsync_template()))
+    if json_output:
+        print_json({"plan": str(out), "markdown": str(markdown_path), **plan.model_dump(mode="json")})
+        return
+    for item in plan.artifacts:
+        nodes = ", ".join(target.node for target in item.nodes)
+        base = f" (base of {item.requested})" if item.dependency else ""
+        sys.stdout.write(
+            f"{item.ref} -> {nodes} as {item.target_name}: {plural(len(item.files), 'file')}, "
+            f"{format_bytes(item.bytes)}, {item.profile} profile{base}\n"
+        )
+    sys.stdout.write(f"wrote {out} and {markdown_path}\n")
+
+
+def rsync_template() -> str:
+    return (
+        "rsync -a --partial --link-dest=<previous version> \\\n"
+        "  <registry>/tmp/deploy-*/<version>/ \\\n"
+        "  [user]@[node]:<models_root>/.modelyard/<target_name>/.staging/<version>/"
+    )
+
+
+# -- deploy push ----------------------------------------------------------------------------------
+
+
+@deploy_app.command("push")
+def deploy_push(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN", help="A plan written by `deploy plan`.")],
+    parallel: Annotated[int, typer.Option("--parallel", min=1, help="Nodes served at the same time.")] = 4,
+    canary: Annotated[
+        int, typer.Option("--canary", min=0, help="Push to the first N nodes; continue only when they are healthy.")
+    ] = 0,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Re-hash copies on the nodes and fetch only the damaged blocks of bad files."),
+    ] = False,
+    node: NodeOpt = None,
+    keep: Annotated[
+        int | None, typer.Option("--keep", min=1, help="Verified versions kept per node (default: the fleet's, 2).")
+    ] = None,
+    compress: Annotated[bool, typer.Option("--compress", help="rsync -z (slow links only).")] = False,
+    home: HomeOpt = None,
+    quiet: QuietOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Transfer, verify on each node, switch its serving path, activate and check health."""
+    from modelyard.distribute.plan import read_plan
+    from modelyard.distribute.push import PushOptions
+
+    plan = read_plan(plan_file)
+    options = PushOptions(repair=repair, compress=compress, keep=keep, parallel=parallel, canary=canary, nodes=node)
+    board = _board(quiet or json_output)
+    try:
+        with open_registry(home) as registry:
+            report = registry.push(plan, options, board)
+    finally:
+        board.close()
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        for outcome in report.outcomes + report.held_back:
+            sys.stdout.write(_outcome_line(outcome) + "\n")
+        sys.stdout.write(
+            f"{'done' if report.ok else 'FAILED'} in {report.seconds:.1f} s: "
+            f"{sum(o.ok for o in report.outcomes)} of {len(report.outcomes) + len(report.held_back)} activated\n"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _board(quiet: bool) -> ProgressBoard:
+    from modelyard.progress import NullBoard
+
+    if quiet or not sys.stderr.isatty():
+        return NullBoard()
+    from modelyard.cli._progress import RichBoard
+
+    return RichBoard()
+
+
+def _outcome_line(outcome: Outcome) -> str:
+    if outcome.up_to_date:
+        state = "up to date"
+    elif outcome.ok:
+        state = "activated" + (f" (repaired {', '.join(outcome.repaired)})" if outcome.repaired else "")
+    else:
+        state = f"{outcome.status.upper()}: {outcome.reason}"
+    return f"{outcome.node:<12} {outcome.ref:<32} {state}"
+
+
+# -- deploy status --------------------------------------------------------------------------------
+
+
+@deploy_app.command("status")
+def deploy_status(
+    name: Annotated[str | None, typer.Argument(help="Only this artifact (or serving target name).")] = None,
+    node: Annotated[str | None, typer.Option("--node", help="Only this node.")] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Seed 004's checklist, boxes ticked from real results.")
+    ] = False,
+    home: HomeOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """The matrix of artifacts x nodes and each one's status (pending ... activated, failed, rolled_back)."""
+    from modelyard.distribute.report import current_deployments, status_markdown, status_matrix
+
+    with open_registry(home) as registry:
+        rows = registry.deployments(name=name, node=node)
+        if markdown:
+            sys.stdout.write(status_markdown(registry, rows))
+            return
+    if json_output:
+        print_json(status_matrix(rows) | {"deployments": [row.to_dict() for row in rows]})
+        return
+    current = current_deployments(rows)
+    if not current:
+        sys.stdout.write("nothing deployed yet (modelyard deploy plan, then deploy push)\n")
+        return
+    nodes = sorted({row.node for row in current})
+    targets = sorted({row.target_name for row in current})
+    cells = {(row.target_name, row.node): f"{row.status} {row.ref.rsplit('@', 1)[1]}" for row in current}
+    print_table(["ARTIFACT", *nodes], [[t, *(cells.get((t, n), "-") for n in nodes)] for t in targets])
+    for row in current:
+        if row.status == "failed":
+            sys.stdout.write(f"{row.node} {row.target_name}: {row.reason}\n")
+
+
+# -- rollback and verify --------------------------------------------------------------------------
+
+
+@deploy_app.command("rollback")
+def deploy_rollback(
+    name: Annotated[str, typer.Argument(help="The artifact (or serving target name) to roll back.")],
+    node: Annotated[str, typer.Option("--node", help="The node to roll back.")],
+    fleet_file: FleetOpt = None,
+    home: HomeOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Switch a node back to the previous verified version it still holds; activate and check health."""
+    with open_registry(home) as registry:
+        outcome = registry.rollback(name, node, registry.fleet(fleet_file))
+    if json_output:
+        print_json(outcome.to_dict())
+    elif outcome.ok:
+        sys.stdout.write(f"{node}: {name} serves {outcome.ref} again ({outcome.rolled_back_to})\n")
+    else:
+        sys.stdout.write(f"{node}: rollback FAILED: {outcome.reason}\n")
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@deploy_app.command("verify")
+def deploy_verify(
+    name: Annotated[str | None, typer.Argument(help="Only this artifact (or serving target name).")] = None,
+    node: NodeOpt = None,
+    fleet_file: FleetOpt = None,
+    home: HomeOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Re-hash what every node serves and report drift (exit 1 when anything drifted)."""
+    with open_registry(home) as registry:
+        report = registry.verify_deployments(registry.fleet(fleet_file), nodes=node, name=name)
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        for finding in report.findings:
+            state = "ok" if finding.state == "ok" else f"{finding.state.upper()}: {finding.reason}"
+            sys.stdout.write(f"{finding.node:<12} {finding.ref:<32} {state}\n")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def install(app: typer.Typer) -> None:
+    app.add_typer(fleet_app, name="fleet")
+    app.add_typer(deploy_app, name="deploy")
