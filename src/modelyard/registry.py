@@ -445,6 +445,51 @@ class Registry:
 
         return verify_fleet(self, fleet, nodes=nodes, name=name)
 
+    def describe_for_pull(
+        self, reference: str, *, require_stage: str = "production", all_files: bool = False
+    ) -> dict[str, Any]:
+        """What a node pulling `reference` fetches: the planned files, the manifest text and
+        where the blobs lie (`modelyard deploy describe`, run over SSH by `modelyard pull`)."""
+        from modelyard.distribute.plan import describe_version
+
+        item = describe_version(self, reference, require_stage=require_stage, all_files=all_files)
+        objects = getattr(self.store, "objects", None)
+        if objects is None:
+            raise InvalidInputError("pulling over SSH needs a local store; this registry's store is remote")
+        return {
+            "artifact": item.model_dump(mode="json"),
+            "manifest": self.show(item.ref).manifest.to_json(),
+            "blob_root": str(objects),
+        }
+
+    def record_pull(self, record: dict[str, Any]) -> None:
+        """A node's report of a pull (`modelyard deploy record`): its status joins the matrix."""
+        from modelyard.catalog.deployments import DEPLOYMENT_STATUSES, DeploymentKey
+
+        try:
+            key = DeploymentKey(
+                node=str(record["node"]),
+                target_name=str(record["target_name"]),
+                version_dir=str(record["version_dir"]),
+                artifact_name=str(record["artifact_name"]),
+                version_number=int(record["version_number"]),
+                serving_path=str(record["serving_path"]),
+            )
+            status = str(record["status"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"a pull record needs node, target_name, ...: {exc}", field="record") from None
+        if status not in DEPLOYMENT_STATUSES:
+            raise InvalidInputError(f"unknown status {status!r}", field="status")
+        self.show(f"{key.artifact_name}@{key.version_number}")
+        self.catalog.deployments.set_status(
+            key,
+            status,
+            actor=f"{self._actor()} (pull from {key.node})",
+            reason=str(record.get("reason") or ""),
+            checks=record.get("checks") or None,
+            files=record.get("files") or None,
+        )
+
     def bundle(
         self,
         references: builtins.list[str],

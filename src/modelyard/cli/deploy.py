@@ -309,6 +309,105 @@ def deploy_verify(
         raise typer.Exit(1)
 
 
+# -- pull, and the registry side of it ------------------------------------------------------------
+
+
+def pull_command(
+    reference: Annotated[str, typer.Argument(metavar="NAME[@REF]", help="The version to fetch (default @latest).")],
+    to: Annotated[Path, typer.Option("--to", help="The models root on this node: the model appears at DIR/<target>.")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="The registry: ssh://[user@]host[:port]/path/to/home, [user@]host:/path/to/home, or a local path.",
+        ),
+    ],
+    target_name: Annotated[
+        str | None, typer.Option("--target-name", help="The serving directory name (default: the artifact name).")
+    ] = None,
+    node_name: Annotated[
+        str | None, typer.Option("--node", help="This node's name in the status report (default: the hostname).")
+    ] = None,
+    identity_file: Annotated[str | None, typer.Option("--identity-file", help="SSH key for the registry.")] = None,
+    known_hosts: Annotated[
+        str | None,
+        typer.Option("--known-hosts", help="File holding the registry's host key (default ~/.ssh/known_hosts)."),
+    ] = None,
+    remote_command: Annotated[
+        str, typer.Option("--remote-command", help="How to run modelyard on the registry host.")
+    ] = "modelyard",
+    require_stage: Annotated[
+        str, typer.Option("--require-stage", help="raw, validated, production, or any.")
+    ] = "production",
+    all_files: Annotated[bool, typer.Option("--all-files", help="Every file, not the deploy profile's.")] = False,
+    keep: Annotated[int, typer.Option("--keep", min=1, help="Verified versions kept for rollback.")] = 2,
+    quiet: QuietOpt = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Fetch a version from a registry this node can reach; verify every file before it is served."""
+    from modelyard.cli._common import make_progress
+    from modelyard.distribute.pull import RegistrySource, pull
+
+    registry_source = RegistrySource.parse(
+        source, identity_file=identity_file, known_hosts=known_hosts, remote_command=remote_command
+    )
+    report = pull(
+        registry_source,
+        reference,
+        to,
+        target_name=target_name,
+        node_name=node_name,
+        require_stage=require_stage,
+        all_files=all_files,
+        keep=keep,
+        progress=make_progress(quiet or json_output),
+    )
+    if json_output:
+        print_json(report.to_dict())
+    else:
+        if report.up_to_date:
+            state = "up to date"
+        elif report.ok:
+            state = f"activated ({plural(report.fetched_files, 'file')} fetched)"
+        else:
+            state = f"FAILED: {report.reason}"
+        sys.stdout.write(f"{report.ref} at {report.serving_path}: {state}\n")
+        if report.report_problem:
+            sys.stdout.write(f"(could not report to the registry: {report.report_problem})\n")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@deploy_app.command("describe", hidden=True)
+def deploy_describe(
+    reference: str,
+    require_stage: Annotated[str, typer.Option("--require-stage")] = "production",
+    all_files: Annotated[bool, typer.Option("--all-files")] = False,
+    home: HomeOpt = None,
+) -> None:
+    """For `modelyard pull`: the files a node fetches for a version, as JSON."""
+    with open_registry(home) as registry:
+        print_json(registry.describe_for_pull(reference, require_stage=require_stage, all_files=all_files))
+
+
+@deploy_app.command("record", hidden=True)
+def deploy_record(home: HomeOpt = None) -> None:
+    """For `modelyard pull`: a node's status report, as JSON on standard input."""
+    import json
+
+    from modelyard.errors import InvalidInputError
+
+    try:
+        record = json.loads(sys.stdin.read())
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"the pull record is not JSON: {exc.msg}", field="stdin") from None
+    if not isinstance(record, dict):
+        raise InvalidInputError("the pull record is a JSON object", field="stdin")
+    with open_registry(home) as registry:
+        registry.record_pull(record)
+
+
 def install(app: typer.Typer) -> None:
     app.add_typer(fleet_app, name="fleet")
     app.add_typer(deploy_app, name="deploy")
+    app.command("pull")(pull_command)

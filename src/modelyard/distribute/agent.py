@@ -42,8 +42,8 @@ class AgentError(Exception):
 
 def segment(value: Any, what: str) -> str:
     """One directory name: never empty, '.', '..', or containing a separator."""
-    if not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\x00" in value:
-        raise AgentError(f"{what} {value!r} is not a plain directory name")
+    if not isinstance(value, str) or not value or value.startswith(".") or "/" in value or "\x00" in value:
+        raise AgentError(f"{what} {value!r} is not a plain directory name (and may not start with '.')")
     return value
 
 
@@ -187,7 +187,7 @@ def state(request: dict[str, Any]) -> dict[str, Any]:
     versions = []
     if os.path.isdir(base):
         for name in sorted(os.listdir(base)):
-            if name in (STAGING, RECORDS) or not os.path.isdir(os.path.join(base, name)):
+            if name.startswith(".") or name == RECORDS or not os.path.isdir(os.path.join(base, name)):
                 continue
             record = read_json(record_path(request, name))
             versions.append(
@@ -260,7 +260,10 @@ def prepare(request: dict[str, Any]) -> dict[str, Any]:
     link_dests = [
         os.path.join(base, name)
         for name in sorted(os.listdir(base))
-        if name not in (STAGING, RECORDS) and os.path.isdir(os.path.join(base, name)) and name != request["version"]
+        if not name.startswith(".")
+        and name != RECORDS
+        and os.path.isdir(os.path.join(base, name))
+        and name != request["version"]
     ][-20:]  # rsync accepts at most 20 --link-dest directories
     return {"installed": False, "staging": staging, "link_dests": link_dests, "free_bytes": free}
 
@@ -422,7 +425,7 @@ def cleanup(request: dict[str, Any]) -> dict[str, Any]:
     if os.path.isdir(base):
         for name in sorted(os.listdir(base)):
             path = os.path.join(base, name)
-            if name in (STAGING, RECORDS) or name in keep or not os.path.isdir(path):
+            if name.startswith(".") or name == RECORDS or name in keep or not os.path.isdir(path):
                 continue
             # the record goes first: a version without a record is never switched to
             record = record_path(request, name)

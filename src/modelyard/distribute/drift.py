@@ -103,10 +103,15 @@ def _current_per_path(rows: list[Deployment]) -> list[Deployment]:
 
 
 def _check_node(registry: Registry, node: Node, rows: list[Deployment], actor: str) -> list[DriftFinding]:
-    try:
-        agent, _ = open_agent(NodeConnection(node))
-    except RemoteError as exc:
-        return [_finding(row, "unreachable", exc.render()) for row in rows]
+    with NodeConnection(node) as connection:
+        try:
+            agent, _ = open_agent(connection)
+        except RemoteError as exc:
+            return [_finding(row, "unreachable", exc.render()) for row in rows]
+        return _check_rows(registry, agent, node, rows, actor)
+
+
+def _check_rows(registry: Registry, agent: Any, node: Node, rows: list[Deployment], actor: str) -> list[DriftFinding]:
     findings = []
     for row in rows:
         try:

@@ -77,7 +77,7 @@ class Node(BaseModel):
     @field_validator("models_root")
     @classmethod
     def _absolute_root(cls, value: str) -> str:
-        if not value.startswith("/") or posixpath.normpath(value) != value.rstrip("/") or "\x00" in value:
+        if not value.startswith("/") or posixpath.normpath(value) != (value.rstrip("/") or "/") or "\x00" in value:
             raise ValueError(f"{value!r} must be an absolute, normalised path such as /home/models")
         return value.rstrip("/") or "/"
 

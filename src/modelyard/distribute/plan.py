@@ -435,3 +435,17 @@ def plan_summary(plan: DistributionPlan) -> list[dict[str, Any]]:
         }
         for item in plan.artifacts
     ]
+
+
+def describe_version(
+    registry: Registry, reference: str, *, require_stage: str = "production", all_files: bool = False
+) -> PlannedArtifact:
+    """One version as a plan entry without nodes: what `modelyard pull` fetches (its files by the
+    deploy profile, their digests, the directory name on the node)."""
+    if require_stage != ANY_STAGE and require_stage not in STAGES:
+        raise InvalidInputError(
+            f"unknown stage {require_stage!r}; use one of {', '.join(STAGES)} or {ANY_STAGE}", field="--require-stage"
+        )
+    version = registry.show(reference)
+    _check_stage(registry, version, reference, require_stage)
+    return _planned(registry, version, Assignment(reference, "-"), version.artifact_name, [], all_files)

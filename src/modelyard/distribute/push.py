@@ -120,7 +120,12 @@ class _Pusher:
 
     def push_node(self, node: Node, trees: dict[str, Path]) -> list[Outcome]:
         items = self.items_for(node)
-        connection = NodeConnection(node)
+        with NodeConnection(node) as connection:
+            return self._push_node(node, connection, items, trees)
+
+    def _push_node(
+        self, node: Node, connection: NodeConnection, items: list[PlannedArtifact], trees: dict[str, Path]
+    ) -> list[Outcome]:
         self.board.note(node.name, "connecting")
         try:
             agent, probe = open_agent(connection)

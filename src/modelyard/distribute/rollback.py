@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from modelyard.catalog.deployments import Deployment, DeploymentKey
-from modelyard.distribute.fleet import Fleet
+from modelyard.distribute.fleet import Fleet, Node
 from modelyard.distribute.install import InstallOptions, NodeInstaller, Outcome, hook_environment
 from modelyard.distribute.remote import open_agent
 from modelyard.distribute.transport import NodeConnection
@@ -36,8 +36,14 @@ def rollback(registry: Registry, fleet: Fleet, name: str, node_name: str) -> Out
         raise ConflictError(
             f"{name!r} is served at several paths on {node_name} ({', '.join(target_names)}); name the target"
         )
-    target_name = target_names[0]
-    connection = NodeConnection(node)
+    with NodeConnection(node) as connection:
+        return _rollback(registry, node, connection, rows, target_names[0])
+
+
+def _rollback(
+    registry: Registry, node: Node, connection: NodeConnection, rows: list[Deployment], target_name: str
+) -> Outcome:
+    node_name = node.name
     agent, _ = open_agent(connection)
     state = agent.call("state", root=node.models_root, target=target_name)
     current = state["current"]

@@ -55,6 +55,54 @@ class NodeConnection:
     def __init__(self, node: Node, *, connect_timeout: int = CONNECT_TIMEOUT) -> None:
         self.node = node
         self.connect_timeout = connect_timeout
+        self._control_dir: str | None = None
+
+    # -- one shared connection --------------------------------------------------------------------
+
+    def __enter__(self) -> NodeConnection:
+        self.open_shared()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close_shared()
+
+    def open_shared(self) -> None:
+        """Open one SSH master connection that later calls (and rsync) ride on: a push makes a
+        handful of calls per node, and a handshake each would cost more than an up-to-date check.
+        Failing to open it is not an error here; the next call reports why the node is unreachable."""
+        if self.node.is_local or self._control_dir is not None:
+            return
+        import tempfile
+
+        self._control_dir = tempfile.mkdtemp(prefix="myd-ssh-")  # short: socket paths are limited to ~100 bytes
+        argv = [*self.ssh_base(), "-M", "-N", "-f", "-o", "ControlPersist=300", self.node.address()]
+        # -f: ssh backgrounds itself once authenticated; its stdio must not hold our pipes open.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=self.connect_timeout + 5,
+                check=False,
+            )
+
+    def close_shared(self) -> None:
+        if self._control_dir is None:
+            return
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            subprocess.run(
+                [*self.ssh_base(), "-O", "exit", self.node.address()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+                check=False,
+            )
+        import shutil
+
+        shutil.rmtree(self._control_dir, ignore_errors=True)
+        self._control_dir = None
 
     # -- ssh --------------------------------------------------------------------------------------
 
@@ -81,6 +129,9 @@ class NodeConnection:
         ]
         if node.identity_file:
             argv += ["-i", node.identity_file, "-o", "IdentitiesOnly=yes"]
+        if self._control_dir is not None:
+            # ride on the shared connection while it lives; without it, ssh connects afresh
+            argv += ["-o", f"ControlPath={self._control_dir}/%C", "-o", "ControlMaster=no"]
         return argv
 
     def command_argv(self, command: Sequence[str]) -> list[str]:
@@ -145,6 +196,32 @@ class NodeConnection:
             argv += ["-e", shlex.join(self.ssh_base())]
         target = destination.rstrip("/") + "/"
         argv += [str(source_dir).rstrip("/") + "/", target if self.node.is_local else f"{self.node.address()}:{target}"]
+        return run_process(argv, input=None, timeout=timeout, on_stdout_line=_progress_reader(on_bytes))
+
+    def rsync_from(
+        self,
+        source_dir: str,
+        files_from: Path,
+        destination: Path,
+        *,
+        timeout: float = 24 * 3600,
+        on_bytes: Callable[[int], None] | None = None,
+    ) -> Completed:
+        """Fetch the files `files_from` lists (paths relative to `source_dir` on the node) into
+        `destination`, keeping partial files so that a retry resumes."""
+        argv = [
+            "rsync",
+            "-a",
+            "--partial",
+            "--timeout=60",
+            "--info=progress2",
+            "--no-inc-recursive",
+            f"--files-from={files_from}",
+        ]
+        if not self.node.is_local:
+            argv += ["-e", shlex.join(self.ssh_base())]
+        source = source_dir.rstrip("/") + "/"
+        argv += [source if self.node.is_local else f"{self.node.address()}:{source}", str(destination) + "/"]
         return run_process(argv, input=None, timeout=timeout, on_stdout_line=_progress_reader(on_bytes))
 
 
