@@ -159,8 +159,8 @@ def main() -> None:
         ssh_base = [NodeConnection(n).ssh_base() for n in plan.fleet.nodes]
         registry = Registry.open(home)
         figures: dict[str, list[float]] = {"plain": [], "push": [], "up_to_date_api": [], "up_to_date_cli": []}
-        with source_trees(registry, plan.artifacts) as trees:
-            tree = trees[item.version_dir]
+        with source_trees(registry) as trees:
+            tree = trees.get(item)
             for run in range(runs):
                 clear_nodes(plain_roots)
                 figures["plain"].append(plain_rsync(tree, nodes, ssh_base, plain_roots))

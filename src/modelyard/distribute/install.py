@@ -18,14 +18,13 @@ import shlex
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.catalog.deployments import DeploymentKey
 from modelyard.distribute.fleet import Node
 from modelyard.distribute.plan import NodeTarget, PlannedArtifact
 from modelyard.distribute.remote import Agent, AgentRefused
-from modelyard.distribute.source import REPAIR_BLOCK_SIZE, block_digests, read_blocks
+from modelyard.distribute.source import REPAIR_BLOCK_SIZE, SourceTrees, block_digests, read_blocks
 from modelyard.distribute.transport import Completed, NodeConnection
 from modelyard.errors import ModelyardError, RemoteError
 from modelyard.progress import Progress
@@ -124,7 +123,7 @@ class NodeInstaller:
 
     # -- the whole install ------------------------------------------------------------------------
 
-    def install(self, item: PlannedArtifact, tree: Path) -> Outcome:
+    def install(self, item: PlannedArtifact, trees: SourceTrees) -> Outcome:
         target = next(t for t in item.nodes if t.node == self.node.name)
         outcome = Outcome(self.node.name, item.ref, item.target_name, "pending")
         started = time.monotonic()
@@ -132,7 +131,7 @@ class NodeInstaller:
         load = load_spec(item, target)
         self.set_status(item, target, "pending", files=files, load=load)
         try:
-            self._install(item, target, tree, outcome, files, load)
+            self._install(item, target, trees, outcome, files, load)
         except (StepFailed, AgentRefused) as exc:
             outcome.status, outcome.reason = "failed", _reason(exc)
         except RemoteError as exc:
@@ -148,7 +147,7 @@ class NodeInstaller:
         self,
         item: PlannedArtifact,
         target: NodeTarget,
-        tree: Path,
+        trees: SourceTrees,
         outcome: Outcome,
         files: list[dict[str, Any]],
         load: dict[str, Any],
@@ -170,13 +169,13 @@ class NodeInstaller:
         elif mine and mine["recorded"]:
             self._check_installed(item, target, outcome, files, load)
         else:
-            self._transfer(item, target, tree, outcome)
+            self._transfer(item, target, trees, outcome)
             self._verify_staged(item, target, outcome, files, load)
         self._activate(item, target, outcome, previous=state["current"])
 
     # -- transfer and verification ---------------------------------------------------------------
 
-    def _transfer(self, item: PlannedArtifact, target: NodeTarget, tree: Path, outcome: Outcome) -> None:
+    def _transfer(self, item: PlannedArtifact, target: NodeTarget, trees: SourceTrees, outcome: Outcome) -> None:
         prepared = self.agent.call(
             "prepare", root=self.node.models_root, target=item.target_name, version=item.version_dir, bytes=item.bytes
         )
@@ -185,7 +184,7 @@ class NodeInstaller:
         self.set_status(item, target, "transferring")
         self.progress.start(f"sending {item.ref}", item.bytes)
         completed = self.connection.rsync_to(
-            tree,
+            trees.get(item),
             prepared["staging"],
             link_dests=prepared["link_dests"],
             on_bytes=self.progress.advance,

@@ -12,7 +12,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelyard.catalog.deployments import DeploymentKey
@@ -20,7 +19,7 @@ from modelyard.distribute.fleet import Node
 from modelyard.distribute.install import InstallOptions, NodeInstaller, Outcome
 from modelyard.distribute.plan import DistributionPlan, PlannedArtifact
 from modelyard.distribute.remote import open_agent
-from modelyard.distribute.source import source_trees
+from modelyard.distribute.source import SourceTrees, source_trees
 from modelyard.distribute.transport import NodeConnection
 from modelyard.errors import InvalidInputError, RemoteError
 from modelyard.progress import NullBoard, ProgressBoard
@@ -74,7 +73,7 @@ def push(
     started = time.monotonic()
     report = PushReport()
     pusher = _Pusher(registry, plan, options, board)
-    with source_trees(registry, plan.artifacts) as trees:
+    with source_trees(registry) as trees:
         canaries, rest = nodes[: options.canary], nodes[options.canary :]
         if canaries:
             report.outcomes += pusher.run(canaries, trees)
@@ -111,20 +110,20 @@ class _Pusher:
     def items_for(self, node: Node) -> list[PlannedArtifact]:
         return [item for item in self.plan.artifacts if any(t.node == node.name for t in item.nodes)]
 
-    def run(self, nodes: list[Node], trees: dict[str, Path]) -> list[Outcome]:
+    def run(self, nodes: list[Node], trees: SourceTrees) -> list[Outcome]:
         if not nodes:
             return []
         with ThreadPoolExecutor(max_workers=min(self.options.parallel, len(nodes))) as pool:
             results = list(pool.map(lambda node: self.push_node(node, trees), nodes))
         return [outcome for node_outcomes in results for outcome in node_outcomes]
 
-    def push_node(self, node: Node, trees: dict[str, Path]) -> list[Outcome]:
+    def push_node(self, node: Node, trees: SourceTrees) -> list[Outcome]:
         items = self.items_for(node)
         with NodeConnection(node) as connection:
             return self._push_node(node, connection, items, trees)
 
     def _push_node(
-        self, node: Node, connection: NodeConnection, items: list[PlannedArtifact], trees: dict[str, Path]
+        self, node: Node, connection: NodeConnection, items: list[PlannedArtifact], trees: SourceTrees
     ) -> list[Outcome]:
         self.board.note(node.name, "connecting")
         try:
@@ -154,7 +153,7 @@ class _Pusher:
                 outcomes.append(self.fail_untouched(node, item, f"its base {item.base_ref} failed on this node"))
                 continue
             self.board.note(node.name, item.ref)
-            outcome = installer.install(item, trees[item.version_dir])
+            outcome = installer.install(item, trees)
             self.board.note(node.name, outcome.status if outcome.ok else f"failed: {outcome.reason[:60]}")
             outcomes.append(outcome)
         return outcomes

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,17 +28,31 @@ if TYPE_CHECKING:
 REPAIR_BLOCK_SIZE = 4 << 20
 
 
+class SourceTrees:
+    """The source tree of each planned version, built when a node first needs it (an up-to-date
+    push builds none). Shared by the push's worker threads."""
+
+    def __init__(self, registry: Registry, scratch: Path) -> None:
+        self.registry = registry
+        self.scratch = scratch
+        self._trees: dict[str, Path] = {}
+        self._lock = threading.Lock()
+
+    def get(self, item: PlannedArtifact) -> Path:
+        with self._lock:
+            if item.version_dir not in self._trees:
+                tree = build_tree(self.registry, item, self.scratch / item.version_dir)
+                self._trees[item.version_dir] = tree
+            return self._trees[item.version_dir]
+
+
 @contextlib.contextmanager
-def source_trees(registry: Registry, items: list[PlannedArtifact]) -> Iterator[dict[str, Path]]:
-    """{version_dir: tree} for the planned artifacts, removed when the push ends."""
+def source_trees(registry: Registry) -> Iterator[SourceTrees]:
+    """Source trees for one push, removed when it ends."""
     from modelyard.lifecycle.scratch import scratch_dir
 
     with scratch_dir(registry.settings.home, "deploy-") as scratch:
-        trees: dict[str, Path] = {}
-        for item in items:
-            if item.version_dir not in trees:
-                trees[item.version_dir] = build_tree(registry, item, scratch / item.version_dir)
-        yield trees
+        yield SourceTrees(registry, scratch)
 
 
 def build_tree(registry: Registry, item: PlannedArtifact, tree: Path) -> Path:
