@@ -341,6 +341,9 @@ def pull_command(
     ] = "production",
     all_files: Annotated[bool, typer.Option("--all-files", help="Every file, not the deploy profile's.")] = False,
     keep: Annotated[int, typer.Option("--keep", min=1, help="Verified versions kept for rollback.")] = 2,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Re-hash the copy here; fetch only the differing blocks of damaged files.")
+    ] = False,
     quiet: QuietOpt = False,
     json_output: JsonOpt = False,
 ) -> None:
@@ -360,6 +363,7 @@ def pull_command(
         require_stage=require_stage,
         all_files=all_files,
         keep=keep,
+        repair=repair,
         progress=make_progress(quiet or json_output),
     )
     if json_output:
@@ -367,6 +371,8 @@ def pull_command(
     else:
         if report.up_to_date:
             state = "up to date"
+        elif report.ok and report.repaired:
+            state = f"repaired {', '.join(report.repaired)} ({format_bytes(report.repair_bytes)} fetched)"
         elif report.ok:
             state = f"activated ({plural(report.fetched_files, 'file')} fetched)"
         else:

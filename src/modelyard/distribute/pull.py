@@ -142,6 +142,8 @@ class PullReport:
     reason: str = ""
     up_to_date: bool = False
     fetched_files: int = 0
+    repaired: list[str] = field(default_factory=list)
+    repair_bytes: int = 0  # bytes the repair fetched (rsync's literal data)
     checks: dict[str, Any] = field(default_factory=dict)
     reported: bool = False
     report_problem: str | None = None
@@ -160,6 +162,8 @@ class PullReport:
             "reason": self.reason,
             "up_to_date": self.up_to_date,
             "fetched_files": self.fetched_files,
+            "repaired": self.repaired,
+            "repair_bytes": self.repair_bytes,
             "checks": self.checks,
             "reported": self.reported,
             "report_problem": self.report_problem,
@@ -176,6 +180,7 @@ def pull(
     require_stage: str = "production",
     all_files: bool = False,
     keep: int = 2,
+    repair: bool = False,
     progress: Progress | None = None,
 ) -> PullReport:
     progress = progress or NullProgress()
@@ -187,7 +192,7 @@ def pull(
     root.mkdir(parents=True, exist_ok=True)
     where = {"root": str(root), "target": target}
     try:
-        _install(source, described, item, where, report, progress, keep)
+        _install(source, described, item, where, report, progress, keep, repair)
     except (AgentRefused, node_agent.AgentError) as exc:
         report.status, report.reason = "failed", str(exc)
     except RemoteError as exc:
@@ -205,17 +210,20 @@ def _install(
     report: PullReport,
     progress: Progress,
     keep: int,
+    repair: bool,
 ) -> None:
     state = _agent("state", **where)
     if state["serving"] == "foreign":
         raise AgentRefused(f"{report.serving_path} exists and was not made by modelyard; move it away first")
     mine = next((v for v in state["versions"] if v["version"] == item.version_dir), None)
-    if state["current"] == item.version_dir and mine and mine["intact"]:
+    if state["current"] == item.version_dir and mine and mine["intact"] and not repair:
         report.status, report.up_to_date = "activated", True
         return
     files = [f.model_dump() for f in item.files]
     load = {"kind": "peft" if item.model_type == "adapter" else (item.model_type or "files")}
-    if not (mine and mine["recorded"] and mine["intact"]):
+    if mine and mine["recorded"] and (repair or not mine["intact"]):
+        _check_installed(source, described, item, where, report, files, load)
+    elif not (mine and mine["recorded"]):
         staged = _agent("prepare", version=item.version_dir, bytes=item.bytes, **where)
         if not staged["installed"]:
             report.fetched_files = _fetch(source, described, item, Path(staged["staging"]), progress)
@@ -230,6 +238,68 @@ def _install(
     recorded = [v for v in _agent("state", **where)["versions"] if v["recorded"]]
     recorded.sort(key=lambda v: (v["version"] == item.version_dir, v.get("verified_at") or 0), reverse=True)
     _agent("cleanup", keep=[v["version"] for v in recorded[:keep]], keep_staging=[], **where)
+
+
+def _check_installed(
+    source: RegistrySource,
+    described: dict[str, Any],
+    item: PlannedArtifact,
+    where: dict[str, Any],
+    report: PullReport,
+    files: list[dict[str, Any]],
+    load: dict[str, Any],
+) -> None:
+    """A version already here whose record no longer matches (or --repair): hash it; repair the
+    damaged files with rsync's delta transfer against the damaged copy (the node sends block
+    checksums, the registry answers with the bytes of the blocks that differ), then hash again."""
+    result = _agent("verify", version=item.version_dir, ref=item.ref, files=files, load=load, **where)
+    if not result["passed"]:
+        report.repaired, report.repair_bytes = _repair(source, described, item, where, result)
+        result = _agent("verify", version=item.version_dir, ref=item.ref, files=files, load=load, **where)
+    report.checks = result["checks"]
+    if not result["passed"]:
+        raise AgentRefused(f"the copy here is damaged and could not be repaired: {failed_checks(result['checks'])}")
+
+
+def _repair(
+    source: RegistrySource, described: dict[str, Any], item: PlannedArtifact, where: dict[str, Any], result: Any
+) -> tuple[list[str], int]:
+    version_dir = Path(where["root"]) / node_agent.STATE_DIR / where["target"] / item.version_dir
+    blobs = version_dir.parent / BLOBS
+    seen = result.get("files", {})
+    damaged = [f for f in item.files if seen.get(f.path, {}).get("sha256") != f.sha256]
+    manifest_damaged = any(f.path == MANIFEST_FILENAME for f in damaged)
+    damaged = [f for f in damaged if f.path != MANIFEST_FILENAME]
+    for planned in damaged:
+        basis = blobs / planned.sha256[:2] / planned.sha256
+        basis.parent.mkdir(parents=True, exist_ok=True)
+        installed = version_dir / planned.path
+        if installed.exists() and not basis.exists():
+            os.link(installed, basis)  # rsync writes a new file beside it: the basis inode is not changed
+    fetched = 0
+    if damaged:
+        with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as listing:
+            listing.write("".join(f"{f.sha256[:2]}/{f.sha256}\n" for f in damaged))
+        try:
+            completed = source.connection().rsync_from(described["blob_root"], Path(listing.name), blobs, delta=True)
+        finally:
+            os.unlink(listing.name)
+        if not completed.ok:
+            raise RemoteError(f"repairing from the registry failed: {completed.tail(300)}")
+        fetched = literal_bytes(completed.text())
+        for planned in damaged:
+            installed = version_dir / planned.path
+            installed.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(blobs / planned.sha256[:2] / planned.sha256, installed)
+    if manifest_damaged:
+        (version_dir / MANIFEST_FILENAME).write_text(described["manifest"], encoding="utf-8")
+    return [f.path for f in damaged] + ([MANIFEST_FILENAME] if manifest_damaged else []), fetched
+
+
+def literal_bytes(rsync_stats: str) -> int:
+    """rsync --stats' "Literal data": the bytes actually sent (the rest matched the basis)."""
+    match = re.search(r"Literal data: ([\d,]+) bytes", rsync_stats)
+    return int(match.group(1).replace(",", "")) if match else -1
 
 
 def _fetch(

@@ -206,9 +206,12 @@ class NodeConnection:
         *,
         timeout: float = 24 * 3600,
         on_bytes: Callable[[int], None] | None = None,
+        delta: bool = False,
     ) -> Completed:
         """Fetch the files `files_from` lists (paths relative to `source_dir` on the node) into
-        `destination`, keeping partial files so that a retry resumes."""
+        `destination`, keeping partial files so that a retry resumes. With `delta`, files already
+        in `destination` are the basis of rsync's delta transfer even when their size and mtime
+        match (a damaged copy): only the blocks that differ travel."""
         argv = [
             "rsync",
             "-a",
@@ -218,6 +221,8 @@ class NodeConnection:
             "--no-inc-recursive",
             f"--files-from={files_from}",
         ]
+        if delta:
+            argv += ["--ignore-times", "--no-whole-file", "--stats"]
         if not self.node.is_local:
             argv += ["-e", shlex.join(self.ssh_base())]
         source = source_dir.rstrip("/") + "/"
