@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from modelyard.digest import training_config_hash
+from modelyard.domain import VersionRecord
 from modelyard.names import MANIFEST_FILENAME
 from modelyard.registry import Registry
 
@@ -130,7 +131,8 @@ def run_demo(registry: Registry, say: Callable[[str], None]) -> None:
     zip_path.unlink(missing_ok=True)
     registry.export(version.ref, zip_path=zip_path)
     say(f"6. modelyard export {version.ref} --zip {zip_path}  (the upload ZIP of seed 000, manifest inside)")
-    _lifecycle(registry, version.ref, demo_dir, say)
+    production = _lifecycle(registry, version.ref, demo_dir, say)
+    _distribute(registry, production.ref, demo_dir, say)
     say(
         f"\nRegistry home: {registry.settings.home}\n"
         f"Next: modelyard list --all-versions; modelyard lineage {DEMO_NAME}@production; "
@@ -138,7 +140,7 @@ def run_demo(registry: Registry, say: Callable[[str], None]) -> None:
     )
 
 
-def _lifecycle(registry: Registry, raw_ref: str, demo_dir: Path, say: Callable[[str], None]) -> None:
+def _lifecycle(registry: Registry, raw_ref: str, demo_dir: Path, say: Callable[[str], None]) -> VersionRecord:
     """Seed 003: validate the best checkpoint, promote it, approve it, release 1.0.0, lay it out.
     Done once: a second run finds the versions the first one made."""
     from modelyard.errors import ModelyardError
@@ -171,3 +173,39 @@ def _lifecycle(registry: Registry, raw_ref: str, demo_dir: Path, say: Callable[[
         f"9. modelyard layout {demo_dir / 'artifacts'}: raw/, validated/ and production/ as seed 003 draws them "
         f"({len(layout.written)} written, {layout.unchanged} unchanged)"
     )
+    return production
+
+
+def _distribute(registry: Registry, production_ref: str, demo_dir: Path, say: Callable[[str], None]) -> None:
+    """Seed 004 on this machine: a fleet of one local node, a plan, a push, the node's status."""
+    from modelyard.distribute.report import current_deployments
+
+    fleet_file = demo_dir / "fleet.yaml"
+    models_root = demo_dir / "fleet" / "models"
+    fleet_file.write_text(
+        "nodes:\n"
+        "  - name: demo-node\n"
+        "    host: local\n"
+        "    node_type: inference\n"
+        f"    models_root: {models_root}\n"
+        '    health: test -f "$MODELYARD_SERVING_PATH/artifact_manifest.json"\n',
+        encoding="utf-8",
+    )
+    fleet = registry.fleet(fleet_file)
+    plan = registry.plan_deployment([f"{production_ref}=demo-node"], fleet=fleet)
+    item = plan.artifacts[0]
+    say(
+        f"10. modelyard deploy plan {DEMO_NAME}@production=demo-node --fleet {fleet_file} --out plan.json\n"
+        f"    {item.ref}: {len(item.files)} files ({item.profile} profile; "
+        f"{item.left_out} files a server does not read stay behind)"
+    )
+    report = registry.push(plan)
+    for outcome in report.outcomes:
+        state = "up to date" if outcome.up_to_date else outcome.status
+        say(
+            f"    modelyard deploy push plan.json: {outcome.node} {outcome.ref} {state} "
+            f"at {models_root / item.target_name}"
+        )
+    for row in current_deployments(registry.deployments(name=DEMO_NAME)):
+        checks = ", ".join(f"{name} {check['status']}" for name, check in row.checks.items())
+        say(f"    modelyard deploy status: {row.node} {row.ref} {row.status} ({checks})")

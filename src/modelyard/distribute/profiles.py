@@ -48,6 +48,9 @@ CONFIG_FILES = frozenset(
         "config_sentence_transformers.json",
         "adapter_config.json",
         "params.json",
+        "config.yaml",  # seed 003's model directories keep their model config in YAML
+        "config.yml",
+        "metadata.json",
     }
 )
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".onnx", ".onnx_data", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
@@ -105,7 +108,7 @@ def _servable(path: str) -> bool:
 
 def _is_side_file(path: str) -> bool:
     name = posixpath.basename(path)
-    return name in TOKENIZER_FILES or name in CONFIG_FILES or name.endswith(INDEX_SUFFIX) or name == "README.md"
+    return name in TOKENIZER_FILES or name in CONFIG_FILES or name.endswith(INDEX_SUFFIX) or path == "README.md"
 
 
 def _is_weights(path: str) -> bool:
