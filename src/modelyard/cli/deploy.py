@@ -143,7 +143,7 @@ def deploy_plan(
         return
     for item in plan.artifacts:
         nodes = ", ".join(target.node for target in item.nodes)
-        base = f" (base of {item.requested})" if item.dependency else ""
+        base = f" (base of {', '.join(item.base_of)})" if item.base_of else ""
         sys.stdout.write(
             f"{item.ref} -> {nodes} as {item.target_name}: {plural(len(item.files), 'file')}, "
             f"{format_bytes(item.bytes)}, {item.profile} profile{base}\n"
@@ -221,7 +221,7 @@ def _outcome_line(outcome: Outcome) -> str:
     if outcome.up_to_date:
         state = "up to date"
     elif outcome.ok:
-        state = "activated" + (f" (repaired {', '.join(outcome.repaired)})" if outcome.repaired else "")
+        state = "activated" + (f" (repaired: {', '.join(outcome.repaired)})" if outcome.repaired else "")
     else:
         state = f"{outcome.status.upper()}: {outcome.reason}"
     return f"{outcome.node:<12} {outcome.ref:<32} {state}"

@@ -296,8 +296,8 @@ def verify(request: dict[str, Any]) -> dict[str, Any]:
     )
     files = {path: {"size": sizes[path], "sha256": digests[path]} for path in present}
     previous = read_json(record_path(request, request["version"]))
-    result: dict[str, Any] = {"checks": checks, "files": files, "passed": passed, "where": where}
-    result["changed_since_record"] = _changes(previous, files, missing) if previous else None
+    result: dict[str, Any] = {"checks": checks, "files": files, "passed": passed, "where": where, "extra": extra}
+    result["changed_since_record"] = _changes(previous, files, missing, extra) if previous else None
     if passed:
         if where == "staging":
             _install(request, directory)
@@ -351,14 +351,28 @@ def _few(paths: list[str]) -> str:
     return ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
 
 
-def _changes(record: dict[str, Any], files: dict[str, Any], missing: list[str]) -> dict[str, list[str]]:
+def _changes(
+    record: dict[str, Any], files: dict[str, Any], missing: list[str], extra: list[str]
+) -> dict[str, list[str]]:
     """What differs from the last verification: edited, deleted or added files."""
     before = record.get("files") or {}
     return {
         "edited": sorted(p for p in files if p in before and files[p]["sha256"] != before[p]["sha256"]),
         "deleted": sorted(set(missing) | {p for p in before if p not in files}),
-        "added": sorted(p for p in files if p not in before),
+        "added": sorted({p for p in files if p not in before} | set(extra)),
     }
+
+
+def discard(request: dict[str, Any]) -> dict[str, Any]:
+    """Remove files that do not belong to an installed version (found by verify; a repair)."""
+    directory = version_dir(request)
+    removed = []
+    for path in request.get("paths", []):
+        full = os.path.join(directory, relative_file(path))
+        if os.path.lexists(full) and not os.path.isdir(full):
+            os.unlink(full)
+            removed.append(path)
+    return {"removed": removed}
 
 
 def _install(request: dict[str, Any], staging: str) -> None:
@@ -677,6 +691,7 @@ COMMANDS = {
     "switch": switch,
     "cleanup": cleanup,
     "ranges": ranges,
+    "discard": discard,
 }
 
 

@@ -24,6 +24,7 @@ class NodeCheck:
     tools: dict[str, str | None] = field(default_factory=dict)
     models_root: str = ""
     root_exists: bool | None = None
+    root_writable: bool | None = None
     peft: bool | None = None
     base_models: dict[str, bool] = field(default_factory=dict)  # declared base -> present
 
@@ -35,6 +36,8 @@ class NodeCheck:
         found = []
         if self.reachable and not self.tools.get("rsync") and self.address != "local":
             found.append("no rsync on the node")
+        if self.reachable and self.root_writable is False:
+            found.append(f"{self.models_root} is not writable (or its nearest existing parent)")
         if self.reachable and self.python is None and not self.tools.get("openssl"):
             found.append("neither python3 >= 3.11 nor openssl: nothing to hash with")
         found += [f"base model {name} missing" for name, present in self.base_models.items() if not present]
@@ -54,6 +57,7 @@ class NodeCheck:
             "tools": self.tools,
             "models_root": self.models_root,
             "root_exists": self.root_exists,
+            "root_writable": self.root_writable,
             "peft": self.peft,
             "base_models": self.base_models,
         }
@@ -86,6 +90,7 @@ def check_node(node: Node) -> NodeCheck:
         tools=probe.get("tools") or {},
         models_root=node.models_root,
         root_exists=probe.get("root_exists"),
+        root_writable=probe.get("root_writable"),
         peft=probe.get("peft"),
         base_models={name: bool(paths.get(path)) for name, path in node.base_models.items()},
     )

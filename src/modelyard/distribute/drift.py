@@ -30,7 +30,7 @@ class DriftFinding:
     ref: str
     target_name: str
     serving_path: str
-    state: str  # ok, drifted, unreachable
+    state: str  # ok, drifted, unreachable, skipped (a node that pulls)
     reason: str = ""
     changes: dict[str, list[str]] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
@@ -54,7 +54,7 @@ class DriftReport:
 
     @property
     def ok(self) -> bool:
-        return all(finding.state == "ok" for finding in self.findings)
+        return all(finding.state in ("ok", "skipped") for finding in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "findings": [finding.to_dict() for finding in self.findings]}
@@ -83,12 +83,25 @@ def verify_fleet(
         by_node.setdefault(row.node, []).append(row)
     actor = registry._actor()
 
+    known = {node.name for node in fleet.nodes}
+
     def check_node(node_name: str) -> list[DriftFinding]:
+        if node_name not in known:
+            return [_outside_fleet(row, fleet) for row in by_node[node_name]]
         return _check_node(registry, fleet.node(node_name), by_node[node_name], actor)
 
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(by_node)))) as pool:
         results = list(pool.map(check_node, sorted(by_node)))
     return DriftReport([finding for node_findings in results for finding in node_findings])
+
+
+def _outside_fleet(row: Deployment, fleet: Fleet) -> DriftFinding:
+    """A node that pulls (the registry cannot reach it: it checks itself with `pull --repair`),
+    or a node of another fleet file (an error: verify with that file)."""
+    if "(pull from " in row.updated_by:
+        return _finding(row, "skipped", "a node that pulls: run `modelyard pull --repair` there to verify it")
+    reason = f"node {row.node} is not in the fleet file {fleet.source}; pass the fleet it was deployed with"
+    return _finding(row, "unreachable", reason)
 
 
 def _current_per_path(rows: list[Deployment]) -> list[Deployment]:

@@ -129,7 +129,6 @@ class NodeInstaller:
         started = time.monotonic()
         files = [f.model_dump() for f in item.files]
         load = load_spec(item, target)
-        self.set_status(item, target, "pending", files=files, load=load)
         try:
             self._install(item, target, trees, outcome, files, load)
         except (StepFailed, AgentRefused) as exc:
@@ -139,7 +138,9 @@ class NodeInstaller:
         except ModelyardError as exc:
             outcome.status, outcome.reason = "failed", exc.render()
         if outcome.status == "failed":
-            self.set_status(item, target, "failed", reason=outcome.reason, checks=outcome.checks or None)
+            self.set_status(
+                item, target, "failed", reason=outcome.reason, checks=outcome.checks or None, files=files, load=load
+            )
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -162,8 +163,9 @@ class NodeInstaller:
             outcome.status, outcome.up_to_date = "activated", True  # the record matches: nothing to do
             previous = self.registry.catalog.deployments.find(self.node.name, item.target_name, item.version_dir)
             if previous is None or previous.status != "activated":
-                self.set_status(item, target, "activated", reason="already on the node")
+                self.set_status(item, target, "activated", reason="already on the node", files=files, load=load)
             return
+        self.set_status(item, target, "pending", files=files, load=load)
         if mine and mine["recorded"] and (mine["intact"] and not self.options.repair):
             pass  # installed and intact: only the switch is left
         elif mine and mine["recorded"]:
@@ -263,6 +265,12 @@ class NodeInstaller:
         the whole file's SHA-256 before the repaired file replaces the damaged one."""
         seen = result.get("files", {})
         repaired = []
+        extra = result.get("extra") or []
+        if extra:  # a file the version does not have: a server might read it
+            self.agent.call(
+                "discard", root=self.node.models_root, target=item.target_name, version=item.version_dir, paths=extra
+            )
+            repaired += [f"removed {path}" for path in extra]
         for planned in item.files:
             on_node = seen.get(planned.path)
             if on_node is not None and on_node["sha256"] == planned.sha256:
@@ -354,7 +362,7 @@ class NodeInstaller:
         if self.node.activate:
             completed = self.connection.run_shell(env + self.node.activate, timeout=self.node.activate_timeout)
             if not completed.ok:
-                return f"activate command failed ({_exit(completed)}): {completed.tail(400)}"
+                return f"activate command failed ({_exit(completed)}): {completed.tail(400) or 'no output'}"
         if self.node.health:
             return self._wait_healthy(env + self.node.health)
         return None
@@ -372,7 +380,7 @@ class NodeInstaller:
             if last.timed_out:
                 break
             time.sleep(min(HEALTH_INTERVAL, max(0.0, deadline - time.monotonic())))
-        detail = f" ({_exit(last)}): {last.tail(400)}" if last is not None else ""
+        detail = f" ({_exit(last)}{': ' + last.tail(400) if last.tail() else ', no output'})" if last else ""
         return f"health check did not pass within {self.node.health_timeout:g} s{detail}"
 
     def switch_back(self, target_name: str, previous: str | None, serving_path: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +68,7 @@ class PlannedArtifact(BaseModel):
     base_model: str | None
     base_ref: str | None  # the registered base shipped before this artifact, if any
     dependency: bool = False  # added to the plan as another artifact's base
+    base_of: list[str] = []  # the adapters (NAME@N) this base is shipped for
     training_data: list[str]
     metrics: dict[str, JsonValue]
     license: str | None
@@ -204,7 +206,10 @@ def _plan_one(
     target_name = check_target_name(assignment.target_name or version.artifact_name)
     config = registry.model_config(version.ref)
     base_model = _base_model_of(version, config)
-    base_version = _registered_base(registry, assignment, base_model) if _is_adapter(config) else None
+    needs_registered_base = _is_adapter(config) and (
+        assignment.base is not None or any(base_model not in node.base_models for node in nodes)
+    )
+    base_version = _registered_base(registry, assignment, base_model, require_stage) if needs_registered_base else None
     targets = []
     for node in nodes:
         base_path, base_source = _base_on_node(node, base_model, base_version, config, assignment)
@@ -213,7 +218,8 @@ def _plan_one(
         base_nodes = ",".join(t.node for t in targets if t.base_source == "registry")
         dependency = Assignment(base_version.ref, base_nodes, source=f"base model of {version.ref}")
         base_targets = [_target(node, base_version.artifact_name) for node in fleet.select(base_nodes)]
-        _add(planned, _planned(registry, base_version, dependency, base_version.artifact_name, base_targets, all_files))
+        base_item = _planned(registry, base_version, dependency, base_version.artifact_name, base_targets, all_files)
+        _add(planned, base_item.model_copy(update={"base_of": [version.ref]}))
     _add(planned, _planned(registry, version, assignment, target_name, targets, all_files, base_version))
 
 
@@ -254,20 +260,45 @@ def _base_model_of(version: VersionRecord, config: Any) -> str | None:
     return getattr(config, "base_model", None) or version.manifest.base_model
 
 
-def _registered_base(registry: Registry, assignment: Assignment, base_model: str | None) -> VersionRecord | None:
-    """The registered artifact holding the adapter's base: the assignment's `base`, else an
-    artifact named after the base model (`meta-llama/Llama-3.2-3B` -> llama-3.2-3b or
-    meta-llama-llama-3.2-3b)."""
+def base_artifact_stems(base_model: str) -> list[str]:
+    """The names a registered base model is found under, before `-v<N>`:
+    `meta-llama/Llama-3.2-3B-Instruct` -> llama-3.2-3b-instruct, meta-llama-llama-3.2-3b-instruct."""
+    return list(dict.fromkeys([slug(base_model.rsplit("/", 1)[-1]), slug(base_model)]))
+
+
+def _registered_base(
+    registry: Registry, assignment: Assignment, base_model: str | None, require_stage: str
+) -> VersionRecord | None:
+    """The registered artifact holding the adapter's base: the assignment's `base`, else the one
+    artifact named after the base model (`llama-3.2-3b-instruct-v1` for
+    meta-llama/Llama-3.2-3B-Instruct), at its newest version in the required stage. It is held to
+    the required stage like the adapter: it is deployed too."""
     if assignment.base is not None:
-        return registry.show(assignment.base)
-    if not base_model:
+        version = registry.show(assignment.base)
+    elif not base_model:
         return None
-    for candidate in (slug(base_model.rsplit("/", 1)[-1]), slug(base_model)):
+    else:
+        stems = base_artifact_stems(base_model)
+        pattern = re.compile(rf"^(?:{'|'.join(re.escape(stem) for stem in stems)})-v\d+$")
+        names = sorted({summary.artifact_name for summary in registry.list() if pattern.match(summary.artifact_name)})
+        if not names:
+            return None
+        if len(names) > 1:
+            raise InvalidInputError(
+                f"{assignment.source}: several artifacts could hold the base {base_model} ({', '.join(names)}); "
+                "give `base: NAME@REF` in an assignments file",
+                field="base",
+            )
+        stage_ref = "latest" if require_stage == ANY_STAGE else require_stage
         try:
-            return registry.show(candidate)
-        except (NotFoundError, InvalidInputError):
-            continue
-    return None
+            version = registry.show(f"{names[0]}@{stage_ref}")
+        except NotFoundError as exc:
+            raise InvalidInputError(
+                f"{assignment.source}: the base model {base_model} is registered as {names[0]}, but: {exc.message}",
+                field="base",
+            ) from None
+    _check_stage(registry, version, f"the base {version.ref} of {assignment.reference}", require_stage)
+    return version
 
 
 def _base_on_node(
@@ -290,7 +321,7 @@ def _base_on_node(
     raise InvalidInputError(
         f"{assignment.source}: node {node.name} has no base model {base_model} for {assignment.reference}: "
         f"declare it under base_models of {node.name} in the fleet file, or register it as an artifact "
-        f"named {slug(base_model.rsplit('/', 1)[-1])} (or give `base: NAME@REF`)",
+        f"named {base_artifact_stems(base_model)[0]}-v1 (or give `base: NAME@REF`)",
         field="base_model",
     )
 
@@ -365,7 +396,11 @@ def _add(planned: dict[tuple[str, str], PlannedArtifact], item: PlannedArtifact)
     for target in item.nodes:
         nodes.setdefault(target.node, target)
     planned[key] = existing.model_copy(
-        update={"nodes": list(nodes.values()), "dependency": existing.dependency and item.dependency}
+        update={
+            "nodes": list(nodes.values()),
+            "dependency": existing.dependency and item.dependency,
+            "base_of": sorted(set(existing.base_of) | set(item.base_of)),
+        }
     )
 
 

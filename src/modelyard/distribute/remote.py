@@ -172,7 +172,8 @@ class ShellAgent:
             f'    [ "$1" = "$size" ] && [ "$2" = "$mtime" ] || ok=no; '
             f"  done < {p['records']}/$v.sums; "
             f'  [ "$(find "$d" -type f | wc -l)" = "$(wc -l < {p["records"]}/$v.sums)" ] || ok=no; '
-            f'  echo "version $v $ok"; else echo "version $v unrecorded"; fi; done; '
+            f'  echo "version $v $ok $(stat -c %Y {p["records"]}/$v.sums)"; '
+            f'else echo "version $v unrecorded 0"; fi; done; '
             f'for d in {p["base"]}/.staging/*/; do [ -d "$d" ] && echo "staging $(basename "$d")"; done; true'
         )
         lines = self._sh(script, timeout, "state").splitlines()
@@ -185,7 +186,7 @@ class ShellAgent:
                 "version": parts[1],
                 "recorded": parts[2] != "unrecorded",
                 "intact": parts[2] == "yes",
-                "verified_at": None,
+                "verified_at": float(parts[3]) if len(parts) > 3 and parts[2] != "unrecorded" else None,
                 "ref": None,
             }
             for parts in (line.split() for line in lines[1:])
@@ -269,7 +270,9 @@ class ShellAgent:
         files_seen = {f: {"size": seen[f]["size"], "sha256": seen[f]["sha256"]} for f in seen}
         return {"checks": checks, "files": files_seen, "passed": passed, "where": where, "changed_since_record": None}
 
-    def _switch(self, *, root: str, target: str, version: str, timeout: float) -> dict[str, Any]:
+    def _switch(self, *, root: str, target: str, version: str | None, timeout: float) -> dict[str, Any]:
+        if version is None:
+            return self._unswitch(root=root, target=target, timeout=timeout)
         p = self._paths(root, target, version)
         link = shlex.quote(f"{STATE_DIR}/{target}/{version}")
         temporary = shlex.quote(f"{root}/.{target}.switch-sh")
@@ -283,6 +286,15 @@ class ShellAgent:
         prefix = f"{STATE_DIR}/{target}/"
         previous = previous_link[len(prefix) :] if previous_link.startswith(prefix) else None
         return {"previous": previous or None, "current": version}
+
+    def _unswitch(self, *, root: str, target: str, timeout: float) -> dict[str, Any]:
+        """Remove the serving symlink (a first version that failed its health check)."""
+        p = self._paths(root, target)
+        script = f"if [ -L {p['serving']} ]; then readlink {p['serving']}; rm -f {p['serving']}; fi"
+        previous_link = self._sh(script, timeout, "unswitch").strip()
+        prefix = f"{STATE_DIR}/{target}/"
+        previous = previous_link[len(prefix) :] if previous_link.startswith(prefix) else None
+        return {"previous": previous or None, "current": None}
 
     def _cleanup(
         self, *, root: str, target: str, keep: list[str], keep_staging: list[str] | None = None, timeout: float
