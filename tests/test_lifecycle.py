@@ -1606,3 +1606,34 @@ def test_layout_rebuilds_files_removed_or_replaced_in_its_directories(
     assert f"wrote {directory}" in result.stdout, result.stdout
     for path in ("model.safetensors", "config.yaml"):
         assert (directory / path).is_file() and _sha256(directory / path) == expected[path], path
+
+
+def test_a_model_directory_without_checkpoints_is_promoted_whole_to_production(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A PEFT adapter (seed 004's artifact) has no checkpoints/: its files are the model and must
+    reach production unchanged, tokenizer files included, and no training state with them."""
+    from model_builders import peft_folder
+    from modelyard.register.metadata import RegisterOptions
+
+    adapter = peft_folder(tmp_path / "grammar-lora")
+    (adapter / "optimizer.pt").write_bytes(b"\x80\x02}q\x00.")  # an empty pickled dict: training state
+    (adapter / "train.yaml").write_text("learning_rate: 1e-4\n")
+    options = RegisterOptions(artifact_name="grammar-lora-v1", task="lm-finetune", config=adapter / "train.yaml")
+    raw = registry.register(adapter, options).version
+    validated = registry.promote(raw.ref, "validated")
+    registry.approve(validated.ref, approved_by="reviewer")
+    production = registry.promote(validated.ref, "production", version="1.0.0")
+    raw_bytes = {f.path: f.sha256 for f in raw.manifest.files}
+    for version in (validated, production):
+        paths = {f.path: f.sha256 for f in registry.show(version.ref).manifest.files}
+        for name in (
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ):
+            assert paths.get(name) == raw_bytes[name], f"{version.ref} lost or changed {name}"
+        assert "optimizer.pt" not in paths
+    config = registry.model_config(production.ref)
+    assert config is not None and config.model_type == "adapter"

@@ -465,6 +465,7 @@ class Registry:
     def record_pull(self, record: dict[str, Any]) -> None:
         """A node's report of a pull (`modelyard deploy record`): its status joins the matrix."""
         from modelyard.catalog.deployments import DEPLOYMENT_STATUSES, DeploymentKey
+        from modelyard.distribute.fleet import check_target_name
 
         try:
             key = DeploymentKey(
@@ -476,6 +477,7 @@ class Registry:
                 serving_path=str(record["serving_path"]),
             )
             status = str(record["status"])
+            check_target_name(key.target_name)
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError(f"a pull record needs node, target_name, ...: {exc}", field="record") from None
         if status not in DEPLOYMENT_STATUSES:

@@ -35,6 +35,8 @@ FLEET_FILENAME = "fleet.yaml"
 LOCAL = "local"
 _NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # Names a node's serving path may take (seed 004's llama32_3b_grammar_lora): one path segment.
+_HOST = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:]+:[0-9A-Fa-f:.]*)$")
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}$")
 
 
@@ -67,6 +69,21 @@ class Node(BaseModel):
             raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-' (at most 63 characters)")
         return value
 
+    @field_validator("host")
+    @classmethod
+    def _plain_host(cls, value: str) -> str:
+        # A host or user starting with '-' would reach ssh as an option.
+        if not _HOST.match(value):
+            raise ValueError(f"{value!r} must be a host name, an IP address, or 'local'")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _plain_user(cls, value: str | None) -> str | None:
+        if value is not None and not _USER.match(value):
+            raise ValueError(f"{value!r} must be a user name (letters, digits, '.', '_', '-'; not starting with '-')")
+        return value
+
     @field_validator("node_type")
     @classmethod
     def _known_type(cls, value: str | None) -> str | None:
@@ -77,7 +94,13 @@ class Node(BaseModel):
     @field_validator("models_root")
     @classmethod
     def _absolute_root(cls, value: str) -> str:
-        if not value.startswith("/") or posixpath.normpath(value) != (value.rstrip("/") or "/") or "\x00" in value:
+        normal = posixpath.normpath(value)
+        if (
+            not value.startswith("/")
+            or value.startswith("//")
+            or normal != (value.rstrip("/") or "/")
+            or "\x00" in value
+        ):
             raise ValueError(f"{value!r} must be an absolute, normalised path such as /home/models")
         return value.rstrip("/") or "/"
 

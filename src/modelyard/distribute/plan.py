@@ -239,9 +239,9 @@ def _target(
 
 
 def _check_stage(registry: Registry, version: VersionRecord, requested: str, require_stage: str) -> None:
-    if require_stage == ANY_STAGE:
-        return
-    if STAGES.index(version.stage) < STAGES.index(require_stage):
+    """At least the required stage (a production version was validated too), and never a version
+    demoted or deprecated (restore it first)."""
+    if require_stage != ANY_STAGE and STAGES.index(version.stage) < STAGES.index(require_stage):
         raise InvalidInputError(
             f"{requested} is {version.ref}, a {version.stage} version; the plan requires {require_stage} "
             f"(promote it, or pass --require-stage {version.stage})",
@@ -420,8 +420,10 @@ def _check_serving_paths(items: list[PlannedArtifact]) -> None:
 
 
 def _dependencies_first(items: list[PlannedArtifact]) -> list[PlannedArtifact]:
-    """Bases before the adapters on them (seed 004: the base must be on the node first)."""
-    return sorted(items, key=lambda item: (not item.dependency, item.artifact, item.number))
+    """Bases before the adapters on them (seed 004: the base must be on the node first), whether
+    the base was added for an adapter or also assigned in its own right."""
+    bases = {item.base_ref for item in items if item.base_ref is not None}
+    return sorted(items, key=lambda item: (item.ref not in bases, item.artifact, item.number))
 
 
 # -- reading a plan -------------------------------------------------------------------------------

@@ -125,6 +125,16 @@ class ShellAgent:
         return completed.text()
 
     def _paths(self, root: str, target: str, version: str | None = None) -> dict[str, str]:
+        # the same path rules as the python agent: nothing may leave the models root
+        from modelyard.distribute.agent import AgentError, models_root, segment
+
+        try:
+            models_root({"root": root})
+            segment(target, "target name")
+            if version is not None:
+                segment(version, "version")
+        except AgentError as exc:
+            raise AgentRefused(f"node {self.connection.node.name}: {exc}") from None
         base = f"{root}/{STATE_DIR}/{target}"
         paths = {"root": root, "base": base, "serving": f"{root}/{target}", "records": f"{base}/records"}
         if version is not None:
@@ -279,6 +289,8 @@ class ShellAgent:
         script = (
             f"[ -f {p['record']} ] || {{ echo 'version not verified' >&2; exit 3; }}; "
             f"if [ -e {p['serving']} ] && [ ! -L {p['serving']} ]; then echo foreign >&2; exit 4; fi; "
+            f"if [ -L {p['serving']} ]; then case $(readlink {p['serving']}) in "
+            f"{shlex.quote(STATE_DIR + '/' + target + '/')}*) ;; *) echo foreign >&2; exit 4;; esac; fi; "
             f'old=$(readlink {p["serving"]} 2>/dev/null || true); echo "$old"; '
             f"rm -f {temporary}; ln -s {link} {temporary} && mv -T {temporary} {p['serving']}"
         )
@@ -290,7 +302,11 @@ class ShellAgent:
     def _unswitch(self, *, root: str, target: str, timeout: float) -> dict[str, Any]:
         """Remove the serving symlink (a first version that failed its health check)."""
         p = self._paths(root, target)
-        script = f"if [ -L {p['serving']} ]; then readlink {p['serving']}; rm -f {p['serving']}; fi"
+        ours = shlex.quote(f"{STATE_DIR}/{target}/")
+        script = (
+            f"if [ -L {p['serving']} ]; then case $(readlink {p['serving']}) in "
+            f"{ours}*) readlink {p['serving']}; rm -f {p['serving']};; esac; fi"
+        )
         previous_link = self._sh(script, timeout, "unswitch").strip()
         prefix = f"{STATE_DIR}/{target}/"
         previous = previous_link[len(prefix) :] if previous_link.startswith(prefix) else None

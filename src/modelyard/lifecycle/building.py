@@ -96,6 +96,32 @@ def copy_files(registry: Registry, version: VersionRecord, tree: Path, wanted: A
     return copied
 
 
+# What promotion writes itself: never copied from the version promoted.
+LIFECYCLE_DOCUMENTS = frozenset({"README.md", "CHANGELOG.md", "metadata.json", "config.yaml"})
+_LIFECYCLE_DIRECTORIES = ("validation/", "performance/", "deployment/", "checkpoints/")
+
+
+def model_files(registry: Registry, version: VersionRecord) -> list[str]:
+    """The files that make up the model itself, as a server loads it: the weights and the files
+    read beside them (config.json, tokenizer files, adapter_config.json, ...), without training
+    state, checkpoints or the documents promotion writes. For a model directory registered as
+    it is (a Hugging Face folder, a PEFT adapter, a GGUF file), with no checkpoints/ to choose from."""
+    from modelyard.distribute.profiles import select_files
+
+    config = registry.model_config(version.ref)
+    selection = select_files(
+        version.manifest.files,
+        getattr(config, "model_type", None),
+        getattr(config, "layout", None),
+        getattr(config, "format", None),
+    )
+    return [
+        entry.path
+        for entry in selection.files
+        if entry.path not in LIFECYCLE_DOCUMENTS and not entry.path.startswith(_LIFECYCLE_DIRECTORIES)
+    ]
+
+
 def copy_config(registry: Registry, version: VersionRecord, tree: Path) -> None:
     """The original configuration: the version's config.yaml, else its training_config as YAML."""
     if any(f.path == "config.yaml" for f in version.manifest.files):

@@ -21,6 +21,7 @@ from modelyard.lifecycle.building import (
     copy_files,
     export_file,
     export_into,
+    model_files,
     read_small_file,
     register_tree,
     require_stage,
@@ -165,6 +166,11 @@ def promote_to_validated(
                 "stripped_keys": list(cleaned.stripped_keys),
                 "safetensors": cleaned.safetensors_written or cleaned.safetensors_reason,
             }
+        else:
+            # No checkpoints/ to choose from: the registered directory is the model (a Hugging
+            # Face folder, a PEFT adapter, a GGUF file); it goes on as it is, minus training state.
+            payload = set(model_files(registry, raw))
+            weights_note = {"files": copy_files(registry, raw, tree, payload.__contains__), "from": "model directory"}
         copy_config(registry, raw, tree)
         (tree / "validation").mkdir()
         (tree / "validation" / "test_results.json").write_text(report.to_json())
@@ -299,7 +305,8 @@ def promote_to_production(
     production_id = f"{session_id}_prod_v{semver}"
     config = registry.model_config(validated.ref)
     with staging(registry, "production") as tree:
-        weights = copy_files(registry, validated, tree, lambda path: path.startswith("model."))
+        payload = set(model_files(registry, validated))
+        weights = copy_files(registry, validated, tree, lambda path: path.startswith("model.") or path in payload)
         copy_config(registry, validated, tree)
         performance = tree / "performance"
         performance.mkdir()
