@@ -239,14 +239,16 @@ def _count_files(directory: str) -> int:
 
 
 def prepare(request: dict[str, Any]) -> dict[str, Any]:
-    """Make the staging directory for a version, after checking the disk can hold it, and name
-    the versions present whose identical files rsync can hardlink instead of sending."""
+    """Make the staging directory for a version, hardlink into it the files this node already
+    holds, and check the disk can take the rest (partial files of an interrupted transfer count
+    as there)."""
     staging = staging_dir(request)
     installed = version_dir(request)
     needed = int(request.get("bytes", 0))
     if os.path.isdir(installed) and read_json(record_path(request, request["version"])):
         return {"installed": True, "staging": None, "link_dests": [], "free_bytes": None}
     os.makedirs(staging, exist_ok=True)
+    linked = _link_known_files(request, staging)
     already = sum(
         os.path.getsize(os.path.join(dirpath, name)) for dirpath, _, names in os.walk(staging) for name in names
     )
@@ -256,16 +258,41 @@ def prepare(request: dict[str, Any]) -> dict[str, Any]:
             f"not enough disk under {models_root(request)}: the version needs {needed - already} more bytes, "
             f"{free} are free"
         )
+    return {"installed": False, "staging": staging, "link_dests": [], "free_bytes": free, "linked": linked}
+
+
+def _link_known_files(request: dict[str, Any], staging: str) -> int:
+    """Hardlink into staging every planned file another version here already holds with the same
+    SHA-256 (by its verification record, and unchanged in size and mtime since): rsync then finds
+    it in place and sends nothing for it. By digest, not by size and mtime as rsync's --link-dest
+    would, which links a different file that merely has the same size and timestamp."""
+    known: dict[str, str] = {}
     base = target_dir(request)
-    link_dests = [
-        os.path.join(base, name)
-        for name in sorted(os.listdir(base))
-        if not name.startswith(".")
-        and name != RECORDS
-        and os.path.isdir(os.path.join(base, name))
-        and name != request["version"]
-    ][-20:]  # rsync accepts at most 20 --link-dest directories
-    return {"installed": False, "staging": staging, "link_dests": link_dests, "free_bytes": free}
+    for name in sorted(os.listdir(base)):
+        if name.startswith(".") or name == RECORDS or name == request["version"]:
+            continue
+        record = read_json(record_path(request, name))
+        for relative, seen in ((record or {}).get("files") or {}).items():
+            path = os.path.join(base, name, relative)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if st.st_size == seen.get("size") and st.st_mtime_ns == seen.get("mtime_ns"):
+                known.setdefault(seen.get("sha256", ""), path)
+    linked = 0
+    for item in request.get("files", []):
+        source = known.get(item.get("sha256", ""))
+        target = os.path.join(staging, relative_file(item["path"]))
+        if source is None or os.path.lexists(target):
+            continue
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.link(source, target)
+            linked += 1
+        except OSError:
+            continue  # a filesystem without hardlinks: rsync sends the file
+    return linked
 
 
 def verify(request: dict[str, Any]) -> dict[str, Any]:

@@ -159,14 +159,16 @@ class NodeInstaller:
             raise StepFailed(f"{target.serving_path} exists and was not made by modelyard; move it away first")
         present = {v["version"]: v for v in state["versions"]}
         mine = present.get(item.version_dir)
-        if state["current"] == item.version_dir and mine and mine["intact"] and not self.options.repair:
+        previous = self.registry.catalog.deployments.find(self.node.name, item.target_name, item.version_dir)
+        # a copy marked failed (say, by `deploy verify`) is hashed again, whatever its mtimes say
+        trusted = not self.options.repair and not (previous is not None and previous.status == "failed")
+        if state["current"] == item.version_dir and mine and mine["intact"] and trusted:
             outcome.status, outcome.up_to_date = "activated", True  # the record matches: nothing to do
-            previous = self.registry.catalog.deployments.find(self.node.name, item.target_name, item.version_dir)
             if previous is None or previous.status != "activated":
                 self.set_status(item, target, "activated", reason="already on the node", files=files, load=load)
             return
         self.set_status(item, target, "pending", files=files, load=load)
-        if mine and mine["recorded"] and (mine["intact"] and not self.options.repair):
+        if mine and mine["recorded"] and mine["intact"] and trusted:
             pass  # installed and intact: only the switch is left
         elif mine and mine["recorded"]:
             self._check_installed(item, target, outcome, files, load)
@@ -179,7 +181,12 @@ class NodeInstaller:
 
     def _transfer(self, item: PlannedArtifact, target: NodeTarget, trees: SourceTrees, outcome: Outcome) -> None:
         prepared = self.agent.call(
-            "prepare", root=self.node.models_root, target=item.target_name, version=item.version_dir, bytes=item.bytes
+            "prepare",
+            root=self.node.models_root,
+            target=item.target_name,
+            version=item.version_dir,
+            bytes=item.bytes,
+            files=[f.model_dump() for f in item.files],
         )
         if prepared["installed"]:
             return
@@ -380,7 +387,14 @@ class NodeInstaller:
             if last.timed_out:
                 break
             time.sleep(min(HEALTH_INTERVAL, max(0.0, deadline - time.monotonic())))
-        detail = f" ({_exit(last)}{': ' + last.tail(400) if last.tail() else ', no output'})" if last else ""
+        detail = ""
+        if last is not None:
+            output = last.tail(400)
+            detail = (
+                f" ({_exit(last)}): {output}"
+                if output
+                else f" ({_exit(last)}{'' if last.timed_out else ', no output'})"
+            )
         return f"health check did not pass within {self.node.health_timeout:g} s{detail}"
 
     def switch_back(self, target_name: str, previous: str | None, serving_path: str) -> str | None:

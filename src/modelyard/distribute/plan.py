@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 from modelyard.distribute.fleet import Fleet, Node, check_target_name
 from modelyard.distribute.profiles import select_files
 from modelyard.errors import InvalidInputError, NotFoundError
-from modelyard.names import MANIFEST_FILENAME, STAGES, parse_reference, slug
+from modelyard.names import MANIFEST_FILENAME, STAGES, check_relative_path, parse_reference, slug
 
 if TYPE_CHECKING:
     from modelyard.domain import VersionRecord
@@ -455,6 +455,11 @@ def read_plan(path: Path) -> DistributionPlan:
                     path=path,
                     field=f"artifacts[{item.ref}].nodes[{target.node}]",
                 )
+        for planned in item.files:
+            try:
+                check_relative_path(planned.path)
+            except ValueError as exc:
+                raise InvalidInputError(str(exc), path=path, field=f"artifacts[{item.ref}].files") from None
         if version_dir_name(item.number, item.files) != item.version_dir:
             raise InvalidInputError("the file list was edited after planning", path=path, field=item.ref)
     return plan

@@ -205,12 +205,14 @@ class ShellAgent:
         staging = [line.split()[1] for line in lines[1:] if line.startswith("staging ")]
         return {"current": current, "serving": serving, "versions": versions, "staging": staging}
 
-    def _prepare(self, *, root: str, target: str, version: str, bytes: int, timeout: float) -> dict[str, Any]:
+    def _prepare(
+        self, *, root: str, target: str, version: str, bytes: int, timeout: float, **_ignored: Any
+    ) -> dict[str, Any]:
+        """Without python3 no file is linked from another version: rsync sends them all."""
         p = self._paths(root, target, version)
         script = (
             f"if [ -f {p['record']} ] && [ -d {p['version']} ]; then echo installed; exit 0; fi; "
-            f"mkdir -p {p['staging']} && df -Pk {p['staging']} | awk 'NR==2{{print $4*1024}}'; "
-            f"ls -d {p['base']}/*/ 2>/dev/null | grep -v '/records/$' || true"
+            f"mkdir -p {p['staging']} && df -Pk {p['staging']} | awk 'NR==2{{print $4*1024}}'"
         )
         lines = self._sh(script, timeout, "prepare").splitlines()
         if lines and lines[0] == "installed":
@@ -220,12 +222,12 @@ class ShellAgent:
             raise AgentRefused(
                 f"node {self.connection.node.name}: not enough disk under {root}: {bytes} bytes needed, {free} free"
             )
-        link_dests = [line.rstrip("/") for line in lines[1:] if not line.rstrip("/").endswith("/" + version)][-20:]
         return {
             "installed": False,
             "staging": f"{root}/{STATE_DIR}/{target}/.staging/{version}",
-            "link_dests": link_dests,
+            "link_dests": [],
             "free_bytes": free,
+            "linked": 0,
         }
 
     def _verify(

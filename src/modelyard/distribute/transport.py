@@ -7,6 +7,7 @@ call has a timeout after which its whole process group is killed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shlex
@@ -20,6 +21,7 @@ from pathlib import Path
 from modelyard.distribute.fleet import Node
 from modelyard.errors import RemoteError
 
+TIMEOUT_EXIT = 124  # coreutils timeout's status when it stopped the command
 SSH_FAILURE = 255  # ssh's own exit status: the connection, not the remote command, failed
 CONNECT_TIMEOUT = 10
 # A node that stops answering mid-transfer is noticed after about 15 s, not never.
@@ -150,6 +152,19 @@ class NodeConnection:
         return run_process(self.command_argv(command), input=input, timeout=timeout)
 
     def run_shell(self, script: str, *, timeout: float) -> Completed:
+        """Run a command line (activate, health) with a deadline enforced on the node as well: a
+        hung command must not outlive the call (coreutils `timeout` where the node has it)."""
+        if not self.node.is_local:
+            seconds = max(1, int(timeout))
+            quoted = shlex.quote(script)
+            script = (
+                f"if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 {seconds} sh -c {quoted}; "
+                f"else exec sh -c {quoted}; fi"
+            )
+            completed = run_process(self.shell_argv(script), input=None, timeout=timeout)
+            if completed.returncode == TIMEOUT_EXIT and completed.seconds >= seconds - 0.5:
+                return dataclasses.replace(completed, timed_out=True)  # the node's `timeout` fired first
+            return completed
         return run_process(self.shell_argv(script), input=None, timeout=timeout)
 
     def check(self, completed: Completed, what: str) -> Completed:
@@ -278,7 +293,7 @@ def run_process(
             timed_out = False
         except subprocess.TimeoutExpired:
             _kill_group(process)
-            stdout, stderr = process.communicate()
+            stdout, stderr = _drain_after_kill(process)
             timed_out = True
         return Completed(argv, process.returncode, stdout, stderr, timed_out, time.monotonic() - started)
     return _stream(process, argv, input, timeout, on_stdout_line, started)
@@ -326,6 +341,21 @@ def _stream(
     process.wait()
     reader.join(timeout=5)
     return Completed(argv, process.returncode, bytes(kept), b"".join(errors), timed_out, time.monotonic() - started)
+
+
+def _drain_after_kill(process: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    """What a killed command had written. Its pipes may outlive it (an SSH master connection
+    holds a multiplexed session's descriptors until the remote command ends): read for a moment,
+    then close them rather than wait."""
+    try:
+        return process.communicate(timeout=3)
+    except subprocess.TimeoutExpired:
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        process.wait()
+        return b"", b""
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
