@@ -153,7 +153,7 @@ def deploy_plan(
 
 def rsync_template() -> str:
     return (
-        "rsync -a --partial --link-dest=<previous version> \\\n"
+        "rsync -a --partial \\\n"
         "  <registry>/tmp/deploy-*/<version>/ \\\n"
         "  [user]@[node]:<models_root>/.modelyard/<target_name>/.staging/<version>/"
     )

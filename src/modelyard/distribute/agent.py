@@ -246,7 +246,7 @@ def prepare(request: dict[str, Any]) -> dict[str, Any]:
     installed = version_dir(request)
     needed = int(request.get("bytes", 0))
     if os.path.isdir(installed) and read_json(record_path(request, request["version"])):
-        return {"installed": True, "staging": None, "link_dests": [], "free_bytes": None}
+        return {"installed": True, "staging": None, "free_bytes": None, "linked": 0}
     os.makedirs(staging, exist_ok=True)
     linked = _link_known_files(request, staging)
     already = sum(
@@ -258,7 +258,7 @@ def prepare(request: dict[str, Any]) -> dict[str, Any]:
             f"not enough disk under {models_root(request)}: the version needs {needed - already} more bytes, "
             f"{free} are free"
         )
-    return {"installed": False, "staging": staging, "link_dests": [], "free_bytes": free, "linked": linked}
+    return {"installed": False, "staging": staging, "free_bytes": free, "linked": linked}
 
 
 def _link_known_files(request: dict[str, Any], staging: str) -> int:

@@ -1,8 +1,8 @@
 """One planned artifact onto one node: transfer, verify, switch, activate, check health, keep K.
 
 The order is what makes a push safe to interrupt at any point:
-1. rsync into `.modelyard/<target>/.staging/<version>` (resumable: --partial), hardlinking files
-   the node already holds in another version (--link-dest);
+1. rsync into `.modelyard/<target>/.staging/<version>` (resumable: --partial), after the node
+   hardlinked there the files it already holds in another version (same SHA-256 by its records);
 2. verify on the node (files present, sizes, SHA-256 computed there, the load check); only a
    version that passes is renamed into `.modelyard/<target>/<version>` with a record of it;
 3. switch the serving symlink atomically; run the node's `activate`, then its `health` until it
@@ -195,7 +195,6 @@ class NodeInstaller:
         completed = self.connection.rsync_to(
             trees.get(item),
             prepared["staging"],
-            link_dests=prepared["link_dests"],
             on_bytes=self.progress.advance,
             compress=self.options.compress,
         )

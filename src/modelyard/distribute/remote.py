@@ -216,7 +216,7 @@ class ShellAgent:
         )
         lines = self._sh(script, timeout, "prepare").splitlines()
         if lines and lines[0] == "installed":
-            return {"installed": True, "staging": None, "link_dests": [], "free_bytes": None}
+            return {"installed": True, "staging": None, "free_bytes": None, "linked": 0}
         free = int(float(lines[0]))
         if bytes > free:
             raise AgentRefused(
@@ -225,7 +225,6 @@ class ShellAgent:
         return {
             "installed": False,
             "staging": f"{root}/{STATE_DIR}/{target}/.staging/{version}",
-            "link_dests": [],
             "free_bytes": free,
             "linked": 0,
         }

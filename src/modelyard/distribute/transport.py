@@ -184,15 +184,14 @@ class NodeConnection:
         source_dir: Path,
         destination: str,
         *,
-        link_dests: Sequence[str] = (),
         timeout: float = 24 * 3600,
         on_bytes: Callable[[int], None] | None = None,
         checksum: bool = False,
         compress: bool = False,
     ) -> Completed:
         """Copy a directory's contents into `destination` on the node (seed 004's template,
-        `rsync -a --partial`: an interrupted file resumes). Files identical to one in a
-        `link_dests` directory on the node are hardlinked there instead of sent. `compress` is
+        `rsync -a --partial`: an interrupted file resumes; files already in place with the same
+        size and mtime are not sent). `compress` is
         seed 004's -z (worth it on slow links only: weights compress poorly)."""
         argv = [
             "rsync",
@@ -204,7 +203,6 @@ class NodeConnection:
         ]
         if checksum:
             argv.append("--checksum")  # compare contents, not size and mtime: a repair
-        argv += [f"--link-dest={directory}" for directory in link_dests]
         if compress:
             argv.append("--compress")
         if not self.node.is_local:
