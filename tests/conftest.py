@@ -18,6 +18,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from modelyard.registry import Registry
+from serverproc import server_fixture  # noqa: F401
 from sshnodes import netns_ssh_nodes_fixture, ssh_client_key_fixture, ssh_nodes_fixture  # noqa: F401
 
 PG_ADMIN_URL = os.environ.get("MODELYARD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")

@@ -125,6 +125,8 @@ class ListFilters:
     family: str | None = None
     quantization: str | None = None
     stage: str | None = None
+    search: str | None = None  # a part of the artifact name (case-insensitive)
+    name: str | None = None  # exactly this artifact
 
 
 @dataclass(frozen=True)

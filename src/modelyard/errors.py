@@ -126,3 +126,18 @@ class RemoteError(ModelyardError):
     code = "remote"
     exit_code = 10
     http_status = 502
+
+
+class AuthenticationError(ModelyardError):
+    """No API key, or one the server does not know (unknown or revoked)."""
+
+    code = "unauthenticated"
+    exit_code = 11
+    http_status = 401
+
+
+class PayloadTooLargeError(InvalidInputError):
+    """A request or upload larger than the server accepts."""
+
+    code = "too_large"
+    http_status = 413

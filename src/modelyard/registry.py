@@ -16,6 +16,7 @@ catalog answers without loading SQLAlchemy at all.
 from __future__ import annotations
 
 import builtins
+import contextlib
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,9 @@ from modelyard.register.metadata import RegisterOptions
 from modelyard.store import BlobStore, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from modelyard.access import ApiKey, Principal
     from modelyard.catalog.catalog import Catalog
     from modelyard.catalog.deployments import Deployment
     from modelyard.catalog.lifecycle import AliasEntry
@@ -140,9 +144,23 @@ class Registry:
         """The version `NAME`, `NAME@N` or `NAME@latest` names."""
         return self.catalog.resolve(parse_reference(reference))
 
-    def list(self, filters: ListFilters | None = None, *, all_versions: bool = False) -> list[VersionSummary]:
-        """Artifacts (their latest version), or with `all_versions` every version, matching filters."""
-        return self.catalog.list_versions(filters or ListFilters(), latest_only=not all_versions)
+    def list(
+        self,
+        filters: ListFilters | None = None,
+        *,
+        all_versions: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[VersionSummary]:
+        """Artifacts (their latest version), or with `all_versions` every version, matching filters;
+        `limit` and `offset` page through them (by name, newest version first)."""
+        return self.catalog.list_versions(
+            filters or ListFilters(), latest_only=not all_versions, limit=limit, offset=offset
+        )
+
+    def count(self, filters: ListFilters | None = None, *, all_versions: bool = False) -> int:
+        """How many `list` would return without a limit."""
+        return self.catalog.count_versions_matching(filters or ListFilters(), latest_only=not all_versions)
 
     def versions(self, name: str) -> builtins.list[VersionRecord]:
         return self.catalog.versions_of(name)
@@ -517,14 +535,62 @@ class Registry:
         """Versions some fleet node still holds: never pruned."""
         return self.catalog.deployments.on_nodes()
 
+    # -- API keys and who acts ------------------------------------------------------------------
+
+    def create_key(self, name: str, role: str) -> tuple[ApiKey, str]:
+        """A new API key for the server: (its record, the secret). The secret is shown once;
+        only its SHA-256 is stored."""
+        from modelyard.access import check_key_name, check_role, digest, new_secret
+
+        secret = new_secret()
+        record = self.catalog.keys.add(
+            check_key_name(name), check_role(role), digest(secret), secret[:8], self._actor()
+        )
+        return record, secret
+
+    def revoke_key(self, name: str) -> ApiKey:
+        return self.catalog.keys.revoke(name, self._actor())
+
+    def keys(self) -> builtins.list[ApiKey]:
+        return self.catalog.keys.list()
+
+    def authenticate(self, secret: str) -> Principal | None:
+        """The owner and role of an active key; None for an unknown or revoked one."""
+        from modelyard.access import digest
+
+        return self.catalog.keys.principal(digest(secret))
+
+    @contextlib.contextmanager
+    def acting_as(self, principal: Principal) -> Iterator[None]:
+        """Registry calls in this block act for `principal` (the server's requests): audit events
+        name them, and admin-only operations check their role."""
+        from modelyard.access import current_principal
+
+        token = current_principal.set(principal)
+        try:
+            yield
+        finally:
+            current_principal.reset(token)
+
     def _actor(self) -> str:
+        from modelyard.access import current_principal
         from modelyard.register.flow import current_user
 
-        return current_user()
+        principal = current_principal.get()
+        return principal.name if principal is not None else current_user()
 
     def _require_admin(self, what: str) -> None:
         """Locally the admins are the OS users `[lifecycle] admins` lists (anyone when unset:
-        whoever runs the CLI owns the store's files); the server checks its keys' roles."""
+        whoever runs the CLI owns the store's files); a server request needs an admin key."""
+        from modelyard.access import current_principal
+
+        principal = current_principal.get()
+        if principal is not None:
+            if not principal.can("force"):
+                from modelyard.errors import PermissionDeniedError
+
+                raise PermissionDeniedError(f"{what} needs an admin key; {principal.name} is a {principal.role}")
+            return
         admins = self.settings.admins
         if admins and self._actor() not in admins:
             from modelyard.errors import PermissionDeniedError

@@ -37,6 +37,7 @@ from modelyard.names import Reference
 
 if TYPE_CHECKING:
     from modelyard.catalog.deployments import DeploymentRecords
+    from modelyard.catalog.keys import KeyRecords
     from modelyard.catalog.lifecycle import LifecycleRecords
 
 ManifestBuilder = Callable[[int], ArtifactManifest]
@@ -66,6 +67,13 @@ class Catalog:
         from modelyard.catalog.lifecycle import LifecycleRecords
 
         return LifecycleRecords(self)
+
+    @property
+    def keys(self) -> KeyRecords:
+        """The server's API keys (digests only)."""
+        from modelyard.catalog.keys import KeyRecords
+
+        return KeyRecords(self)
 
     @property
     def deployments(self) -> DeploymentRecords:
@@ -352,88 +360,108 @@ class Catalog:
                 )
             return _record(reference.name, row)
 
-    def list_versions(self, filters: ListFilters, *, latest_only: bool) -> list[VersionSummary]:
+    def list_versions(
+        self, filters: ListFilters, *, latest_only: bool, limit: int | None = None, offset: int = 0
+    ) -> list[VersionSummary]:
         """Versions matching the filters, by artifact name then newest version first; one per
         artifact when `latest_only` (its newest version, shown when that version matches)."""
         with self._read() as session:
-            query = (
-                select(VersionRow, ArtifactRow.name, ArtifactRow.version_count, ModelEntryRow)
-                .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
-                .outerjoin(ModelEntryRow, ModelEntryRow.version_id == VersionRow.id)
-            )
-            if latest_only and filters.stage is not None:
-                # Each artifact's newest version in that stage (its latest may be in another).
-                other = aliased(VersionRow)
-                newest = (
-                    select(func.max(other.number))
-                    .where(other.artifact_id == VersionRow.artifact_id, other.stage == filters.stage)
-                    .scalar_subquery()
-                )
-                query = query.where(VersionRow.number == newest)
-            elif latest_only:
-                query = query.where(VersionRow.number == ArtifactRow.version_count)
-            for column, value in (
-                (VersionRow.component, filters.component),
-                (VersionRow.task, filters.task),
-                (VersionRow.node_type, filters.node_type),
-                (ModelEntryRow.model_type, filters.model_type),
-                (ModelEntryRow.architecture, filters.architecture),
-                (ModelEntryRow.family, filters.family),
-                (ModelEntryRow.quantization, filters.quantization),
-                (VersionRow.stage, filters.stage),
-            ):
-                if value is not None:
-                    query = query.where(column == value)
-            if filters.base_model is not None:
-                query = query.where(
-                    or_(VersionRow.base_model == filters.base_model, ModelEntryRow.base_model == filters.base_model)
-                )
-            if filters.tag is not None:
-                train_tag = (
-                    select(VersionTagRow.version_id)
-                    .where(and_(VersionTagRow.version_id == VersionRow.id, VersionTagRow.tag == filters.tag))
-                    .exists()
-                )
-                model_tag = (
-                    select(ModelTagRow.version_id)
-                    .where(and_(ModelTagRow.version_id == VersionRow.id, ModelTagRow.tag == filters.tag))
-                    .exists()
-                )
-                query = query.where(or_(train_tag, model_tag))
-            query = query.order_by(ArtifactRow.name, VersionRow.number.desc())
+            query = self._filtered(filters, latest_only).order_by(ArtifactRow.name, VersionRow.number.desc())
+            if limit is not None:
+                query = query.limit(limit).offset(offset)
             results = session.execute(query).all()
-            ids = [row.VersionRow.id for row in results]
-            tags = self._tags_for(session, ids)
-            statuses = self.lifecycle.statuses(session, ids)
-            return [
-                VersionSummary(
-                    artifact_name=name,
-                    number=version.number,
-                    version_count=count,
-                    registered_at=_utc(version.registered_at),
-                    created_at=_utc(version.created_at),
-                    component=version.component,
-                    task=version.task,
-                    node_type=version.node_type,
-                    base_model=version.base_model,
-                    precision=version.precision,
-                    quantized=version.quantized,
-                    file_count=version.file_count,
-                    total_size=version.total_size,
-                    train_data_tags=tuple(tags.get(version.id, ())),
-                    model_type=entry.model_type if entry else None,
-                    architecture=entry.architecture if entry else None,
-                    family=entry.family if entry else None,
-                    quantization=entry.quantization if entry else None,
-                    parameter_count=entry.parameter_count if entry else None,
-                    pickle_verdict=entry.pickle_verdict if entry else None,
-                    stage=version.stage,
-                    semver=version.semver,
-                    forced=version.forced,
-                    status=statuses.get(version.id),
-                )
-                for version, name, count, entry in results
-            ]
+            return self._summaries(session, results)
+
+    def count_versions_matching(self, filters: ListFilters, *, latest_only: bool) -> int:
+        with self._read() as session:
+            subquery = self._filtered(filters, latest_only).subquery()
+            return int(session.scalar(select(func.count()).select_from(subquery)) or 0)
+
+    def _filtered(self, filters: ListFilters, latest_only: bool) -> Any:
+        query = (
+            select(VersionRow, ArtifactRow.name, ArtifactRow.version_count, ModelEntryRow)
+            .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
+            .outerjoin(ModelEntryRow, ModelEntryRow.version_id == VersionRow.id)
+        )
+        if latest_only and filters.stage is not None:
+            # Each artifact's newest version in that stage (its latest may be in another).
+            other = aliased(VersionRow)
+            newest = (
+                select(func.max(other.number))
+                .where(other.artifact_id == VersionRow.artifact_id, other.stage == filters.stage)
+                .scalar_subquery()
+            )
+            query = query.where(VersionRow.number == newest)
+        elif latest_only:
+            query = query.where(VersionRow.number == ArtifactRow.version_count)
+        for column, value in (
+            (VersionRow.component, filters.component),
+            (VersionRow.task, filters.task),
+            (VersionRow.node_type, filters.node_type),
+            (ModelEntryRow.model_type, filters.model_type),
+            (ModelEntryRow.architecture, filters.architecture),
+            (ModelEntryRow.family, filters.family),
+            (ModelEntryRow.quantization, filters.quantization),
+            (VersionRow.stage, filters.stage),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if filters.base_model is not None:
+            query = query.where(
+                or_(VersionRow.base_model == filters.base_model, ModelEntryRow.base_model == filters.base_model)
+            )
+        if filters.tag is not None:
+            train_tag = (
+                select(VersionTagRow.version_id)
+                .where(and_(VersionTagRow.version_id == VersionRow.id, VersionTagRow.tag == filters.tag))
+                .exists()
+            )
+            model_tag = (
+                select(ModelTagRow.version_id)
+                .where(and_(ModelTagRow.version_id == VersionRow.id, ModelTagRow.tag == filters.tag))
+                .exists()
+            )
+            query = query.where(or_(train_tag, model_tag))
+        if filters.name is not None:
+            query = query.where(ArtifactRow.name == filters.name)
+        if filters.search:
+            escaped = filters.search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(func.lower(ArtifactRow.name).like(f"%{escaped}%", escape="\\"))
+        return query
+
+    def _summaries(self, session: Session, results: Any) -> list[VersionSummary]:
+        ids = [row.VersionRow.id for row in results]
+        tags = self._tags_for(session, ids)
+        statuses = self.lifecycle.statuses(session, ids)
+        return [
+            VersionSummary(
+                artifact_name=name,
+                number=version.number,
+                version_count=count,
+                registered_at=_utc(version.registered_at),
+                created_at=_utc(version.created_at),
+                component=version.component,
+                task=version.task,
+                node_type=version.node_type,
+                base_model=version.base_model,
+                precision=version.precision,
+                quantized=version.quantized,
+                file_count=version.file_count,
+                total_size=version.total_size,
+                train_data_tags=tuple(tags.get(version.id, ())),
+                model_type=entry.model_type if entry else None,
+                architecture=entry.architecture if entry else None,
+                family=entry.family if entry else None,
+                quantization=entry.quantization if entry else None,
+                parameter_count=entry.parameter_count if entry else None,
+                pickle_verdict=entry.pickle_verdict if entry else None,
+                stage=version.stage,
+                semver=version.semver,
+                forced=version.forced,
+                status=statuses.get(version.id),
+            )
+            for version, name, count, entry in results
+        ]
 
     def _tags_for(self, session: Session, version_ids: list[int]) -> dict[int, list[str]]:
         tags: dict[int, list[str]] = {}

@@ -12,7 +12,19 @@ from typing import Annotated
 import typer
 
 from modelyard import __version__
-from modelyard.cli import browse, bundle, demo, deploy, lifecycle, maintenance, marketplace, models, register, transfer
+from modelyard.cli import (
+    browse,
+    bundle,
+    demo,
+    deploy,
+    lifecycle,
+    maintenance,
+    marketplace,
+    models,
+    register,
+    server,
+    transfer,
+)
 
 app = typer.Typer(
     name="modelyard",
@@ -46,6 +58,7 @@ lifecycle.install(app)
 transfer.install(app)
 deploy.install(app)
 bundle.install(app)
+server.install(app)
 maintenance.install(app)
 demo.install(app)
 
