@@ -319,7 +319,8 @@ def pull_command(
         str,
         typer.Option(
             "--from",
-            help="The registry: ssh://[user@]host[:port]/path/to/home, [user@]host:/path/to/home, or a local path.",
+            help="The registry: https://host:port (its server; MODELYARD_API_KEY), "
+            "ssh://[user@]host[:port]/path/to/home, [user@]host:/path/to/home, or a local path.",
         ),
     ],
     target_name: Annotated[
@@ -349,9 +350,9 @@ def pull_command(
 ) -> None:
     """Fetch a version from a registry this node can reach; verify every file before it is served."""
     from modelyard.cli._common import make_progress
-    from modelyard.distribute.pull import RegistrySource, pull
+    from modelyard.distribute.pull import parse_source, pull
 
-    registry_source = RegistrySource.parse(
+    registry_source = parse_source(
         source, identity_file=identity_file, known_hosts=known_hosts, remote_command=remote_command
     )
     report = pull(

@@ -17,12 +17,12 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from modelyard.distribute import agent as node_agent
 from modelyard.distribute.fleet import Node, check_target_name
 from modelyard.distribute.install import failed_checks
-from modelyard.distribute.plan import PlannedArtifact
+from modelyard.distribute.plan import PlannedArtifact, PlannedFile
 from modelyard.distribute.remote import AgentRefused
 from modelyard.distribute.transport import NodeConnection
 from modelyard.errors import InvalidInputError, ModelyardError, RemoteError
@@ -32,6 +32,40 @@ from modelyard.progress import NullProgress, Progress
 _SSH_URL = re.compile(r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>[^:/]+)(?::(?P<port>\d+))?(?P<path>/.*)$")
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^:/]+):(?P<path>/.*)$")
 BLOBS = ".blobs"
+
+
+class PullSource(Protocol):
+    """Where a pull fetches from: over SSH or a local path (RegistrySource), or the registry's
+    HTTP server (HttpSource)."""
+
+    def describe(self, reference: str, *, require_stage: str, all_files: bool) -> dict[str, Any]: ...
+
+    def fetch(
+        self, described: dict[str, Any], blobs: list[tuple[str, int]], into: Path, progress: Progress
+    ) -> None: ...
+
+    def repair(self, described: dict[str, Any], damaged: list[tuple[PlannedFile, Path]], into: Path) -> int: ...
+
+    def report(self, record: dict[str, Any]) -> str | None: ...
+
+
+def parse_source(
+    text: str,
+    *,
+    identity_file: str | None = None,
+    known_hosts: str | None = None,
+    remote_command: str = "modelyard",
+    api_key: str | None = None,
+) -> PullSource:
+    """`https://host:port` (the server, with an API key), `ssh://[user@]host[:port]/home`,
+    `[user@]host:/home`, or a local `/path/to/home`."""
+    if text.startswith(("http://", "https://")):
+        from modelyard.distribute.http_source import HttpSource
+
+        return HttpSource.for_url(text, api_key)
+    return RegistrySource.parse(
+        text, identity_file=identity_file, known_hosts=known_hosts, remote_command=remote_command
+    )
 
 
 @dataclass(frozen=True)
@@ -56,10 +90,6 @@ class RegistrySource:
         remote_command: str = "modelyard",
     ) -> RegistrySource:
         """`ssh://[user@]host[:port]/path/to/home`, `[user@]host:/path/to/home`, or `/path/to/home`."""
-        if text.startswith(("http://", "https://")):
-            raise InvalidInputError(
-                "pulling over HTTP needs the registry server (not available yet); use ssh://HOST/PATH", field="--from"
-            )
         match = _SSH_URL.match(text) or _SCP_LIKE.match(text)
         if match is None:
             if not text.startswith("/"):
@@ -107,6 +137,37 @@ class RegistrySource:
             raise RemoteError(f"the registry at {self.host}:{self.home} refused: {message[-1] if message else ''}")
         document: dict[str, Any] = json.loads(completed.stdout)
         return document
+
+    def fetch(self, described: dict[str, Any], blobs: list[tuple[str, int]], into: Path, progress: Progress) -> None:
+        """rsync the blobs (digest, size) into `into/<ab>/<digest>`, partial files kept."""
+        with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as listing:
+            listing.write("".join(f"{digest[:2]}/{digest}\n" for digest, _ in blobs))
+        try:
+            completed = self.connection().rsync_from(
+                described["blob_root"], Path(listing.name), into, on_bytes=progress.advance
+            )
+        finally:
+            os.unlink(listing.name)
+        if not completed.ok:
+            raise RemoteError(f"fetching from the registry failed: {completed.tail(300)} (pull again to resume)")
+
+    def repair(self, described: dict[str, Any], damaged: list[tuple[PlannedFile, Path]], into: Path) -> int:
+        """rsync's delta transfer against each damaged copy (the node sends block checksums, the
+        registry answers with the bytes of the blocks that differ). Returns the bytes fetched."""
+        for planned, installed in damaged:
+            basis = into / planned.sha256[:2] / planned.sha256
+            basis.parent.mkdir(parents=True, exist_ok=True)
+            if installed.exists() and not basis.exists():
+                os.link(installed, basis)  # rsync writes a new file beside it: the basis inode is not changed
+        with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as listing:
+            listing.write("".join(f"{f.sha256[:2]}/{f.sha256}\n" for f, _ in damaged))
+        try:
+            completed = self.connection().rsync_from(described["blob_root"], Path(listing.name), into, delta=True)
+        finally:
+            os.unlink(listing.name)
+        if not completed.ok:
+            raise RemoteError(f"repairing from the registry failed: {completed.tail(300)}")
+        return literal_bytes(completed.text())
 
     def report(self, record: dict[str, Any]) -> str | None:
         """Tell the registry how the pull ended; returns why it could not, or None."""
@@ -171,7 +232,7 @@ class PullReport:
 
 
 def pull(
-    source: RegistrySource,
+    source: PullSource,
     reference: str,
     to: Path,
     *,
@@ -203,7 +264,7 @@ def pull(
 
 
 def _install(
-    source: RegistrySource,
+    source: PullSource,
     described: dict[str, Any],
     item: PlannedArtifact,
     where: dict[str, Any],
@@ -241,7 +302,7 @@ def _install(
 
 
 def _check_installed(
-    source: RegistrySource,
+    source: PullSource,
     described: dict[str, Any],
     item: PlannedArtifact,
     where: dict[str, Any],
@@ -262,7 +323,7 @@ def _check_installed(
 
 
 def _repair(
-    source: RegistrySource, described: dict[str, Any], item: PlannedArtifact, where: dict[str, Any], result: Any
+    source: PullSource, described: dict[str, Any], item: PlannedArtifact, where: dict[str, Any], result: Any
 ) -> tuple[list[str], int]:
     version_dir = Path(where["root"]) / node_agent.STATE_DIR / where["target"] / item.version_dir
     blobs = version_dir.parent / BLOBS
@@ -270,23 +331,9 @@ def _repair(
     damaged = [f for f in item.files if seen.get(f.path, {}).get("sha256") != f.sha256]
     manifest_damaged = any(f.path == MANIFEST_FILENAME for f in damaged)
     damaged = [f for f in damaged if f.path != MANIFEST_FILENAME]
-    for planned in damaged:
-        basis = blobs / planned.sha256[:2] / planned.sha256
-        basis.parent.mkdir(parents=True, exist_ok=True)
-        installed = version_dir / planned.path
-        if installed.exists() and not basis.exists():
-            os.link(installed, basis)  # rsync writes a new file beside it: the basis inode is not changed
     fetched = 0
     if damaged:
-        with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as listing:
-            listing.write("".join(f"{f.sha256[:2]}/{f.sha256}\n" for f in damaged))
-        try:
-            completed = source.connection().rsync_from(described["blob_root"], Path(listing.name), blobs, delta=True)
-        finally:
-            os.unlink(listing.name)
-        if not completed.ok:
-            raise RemoteError(f"repairing from the registry failed: {completed.tail(300)}")
-        fetched = literal_bytes(completed.text())
+        fetched = source.repair(described, [(f, version_dir / f.path) for f in damaged], blobs)
         for planned in damaged:
             installed = version_dir / planned.path
             installed.parent.mkdir(parents=True, exist_ok=True)
@@ -303,27 +350,21 @@ def literal_bytes(rsync_stats: str) -> int:
 
 
 def _fetch(
-    source: RegistrySource, described: dict[str, Any], item: PlannedArtifact, staging: Path, progress: Progress
+    source: PullSource, described: dict[str, Any], item: PlannedArtifact, staging: Path, progress: Progress
 ) -> int:
-    """rsync the blobs the staging directory lacks into `<target>/.blobs` (partial files kept
-    for a retry), then move each under its name in the staging directory."""
+    """Fetch the blobs the staging directory lacks into `<target>/.blobs` (partial files kept
+    for a retry), then link each under its name in the staging directory."""
     blobs = staging.parent.parent / BLOBS
     blobs.mkdir(parents=True, exist_ok=True)
     wanted = [f for f in item.files if f.path != MANIFEST_FILENAME and not (staging / f.path).exists()]
     digests = sorted({f.sha256 for f in wanted})
     if digests:
-        with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as listing:
-            listing.write("".join(f"{digest[:2]}/{digest}\n" for digest in digests))
+        sizes = {f.sha256: f.size for f in wanted}
+        progress.start(f"fetching {item.ref}", sum(sizes.values()))
         try:
-            progress.start(f"fetching {item.ref}", sum(f.size for f in wanted))
-            completed = source.connection().rsync_from(
-                described["blob_root"], Path(listing.name), blobs, on_bytes=progress.advance
-            )
-            progress.finish()
+            source.fetch(described, [(digest, sizes[digest]) for digest in digests], blobs, progress)
         finally:
-            os.unlink(listing.name)
-        if not completed.ok:
-            raise RemoteError(f"fetching from the registry failed: {completed.tail(300)} (pull again to resume)")
+            progress.finish()
     for planned in wanted:
         target = staging / planned.path
         target.parent.mkdir(parents=True, exist_ok=True)
