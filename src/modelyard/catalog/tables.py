@@ -266,3 +266,19 @@ class ApiKeyRow(Base):
     created_by: Mapped[str] = mapped_column(String(200))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class JobDefinitionRow(Base):
+    """A saved training job definition (the learning form plus what to run), immutable once saved.
+
+    `artifact_name` and `training_config_hash` are what its preview said when it was saved."""
+
+    __tablename__ = "job_definitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(100), unique=True)
+    artifact_name: Mapped[str] = mapped_column(String(200))
+    training_config_hash: Mapped[str] = mapped_column(String(64))
+    definition_json: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -23,6 +23,7 @@ from modelyard.cli import (
     models,
     register,
     server,
+    training,
     transfer,
 )
 
@@ -59,6 +60,7 @@ transfer.install(app)
 deploy.install(app)
 bundle.install(app)
 server.install(app)
+training.install(app)
 maintenance.install(app)
 demo.install(app)
 

@@ -52,13 +52,18 @@ def require(permission: str) -> Callable[..., Principal]:
 
     def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if not principal.can(permission):
-            raise PermissionDeniedError(
-                f"{principal.name} ({principal.role}) may not do this: it needs the '{permission}' permission"
-            )
+            raise refusal(principal, f"the '{permission}' permission")
         return principal
 
     dependency.__name__ = f"require_{permission.replace('.', '_')}"
     return dependency
+
+
+def refusal(principal: Principal, needed: str) -> AuthenticationError | PermissionDeniedError:
+    """The error for a caller who lacks `needed`: 401 when no key was sent (one would help), else 403."""
+    if principal is ANONYMOUS:
+        return AuthenticationError(f"this needs {needed}: send Authorization: Bearer KEY (modelyard keys create)")
+    return PermissionDeniedError(f"{principal.name} ({principal.role}) may not do this: it needs {needed}")
 
 
 RegistryDep = Annotated[Registry, Depends(get_registry)]

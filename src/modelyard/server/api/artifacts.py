@@ -181,9 +181,14 @@ def version_files(name: str, ref: str, registry: RegistryDep, _: Reader) -> list
     return [FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in version.manifest.files]
 
 
-@router.api_route(
+@router.head(
     "/artifacts/{name}/versions/{ref}/files/{path:path}",
-    methods=["GET", "HEAD"],
+    operation_id="head_file",
+    response_class=Response,
+)
+@router.get(
+    "/artifacts/{name}/versions/{ref}/files/{path:path}",
+    operation_id="get_file",
     summary="Download one file (HTTP range requests; ETag is its SHA-256)",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a range of the file"}},

@@ -38,9 +38,10 @@ def _check_digest(registry: Registry, sha256: str) -> int:
     return int(info.size)
 
 
-@router.api_route(
+@router.head("/blobs/{sha256}", operation_id="head_blob", response_class=Response)
+@router.get(
     "/blobs/{sha256}",
-    methods=["GET", "HEAD"],
+    operation_id="get_blob",
     summary="A blob's bytes by its SHA-256 (HTTP range requests)",
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a range of the blob"}},

@@ -1,0 +1,6 @@
+"""Training from the web UI, the API and the CLI: the learning form of seed 000 section 3, its
+live preview (artifact name, manifest, training_config_hash) and saved job definitions.
+
+`form` holds `LearningForm`, `Preview` and `preview()`; `jobs` holds `JobDefinition` and the
+functions that save and read definitions. Running jobs is a later issue.
+"""
