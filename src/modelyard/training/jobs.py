@@ -202,7 +202,9 @@ class JobDefinition(LearningForm):
     def _required_for_dp(cls, value: DifferentialPrivacy | None, info: ValidationInfo) -> DifferentialPrivacy | None:
         privacy_level = info.data.get("privacy_level")
         if privacy_level == "dp" and value is None:
-            raise ValueError("privacy_level dp needs dp parameters: {max_grad_norm, delta, noise_multiplier or target_epsilon}")
+            raise ValueError(
+                "privacy_level dp needs dp parameters: {max_grad_norm, delta, noise_multiplier or target_epsilon}"
+            )
         if privacy_level is not None and privacy_level != "dp" and value is not None:
             raise ValueError(f"dp parameters apply only with privacy_level dp, not {privacy_level}")
         return value
