@@ -76,13 +76,14 @@ def _include_routers(app: FastAPI) -> None:
     from modelyard.server.api import artifacts
 
     app.include_router(artifacts.router)
-    for module_name in ("uploads", "lifecycle", "fleet", "admin", "training", "transfer"):
+    for module_name in ("uploads", "lifecycle", "fleet", "admin", "training", "transfer", "jobs"):
         module = _optional(f"modelyard.server.api.{module_name}")
         if module is not None:
             app.include_router(module.router)
-    ui = _optional("modelyard.server.ui.routes")
-    if ui is not None:
-        ui.install(app)
+    for ui_module in ("routes", "jobs"):
+        ui = _optional(f"modelyard.server.ui.{ui_module}")
+        if ui is not None:
+            ui.install(app)
     metrics = _optional("modelyard.server.metrics")
     if metrics is not None:
         metrics.install(app)
