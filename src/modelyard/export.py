@@ -75,7 +75,7 @@ def export_version(
     if zip_path is not None:
         progress.start(f"zipping {version.ref}", manifest.total_size)
         try:
-            _export_zip(version, store, zip_path, progress)
+            write_zip(version, store, zip_path, progress)
         finally:
             progress.finish()
     return ExportResult(version.ref, to, zip_path, len(manifest.files), manifest.total_size)
@@ -109,7 +109,9 @@ def _export_directory(version: VersionRecord, store: BlobStore, to: Path, progre
         raise
 
 
-def _export_zip(version: VersionRecord, store: BlobStore, zip_path: Path, progress: Progress) -> None:
+def write_zip(version: VersionRecord, source: BlobStore | Path, zip_path: Path, progress: Progress) -> None:
+    """Seed 000's upload ZIP of a version, its bytes read from the store or from a directory
+    holding its files (a remote export's download), each re-hashed on the way."""
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     staging = zip_path.parent / f".{zip_path.name}.partial-{secrets.token_hex(4)}"
     stamp = version.manifest.created_at.timetuple()[:6]
@@ -121,7 +123,7 @@ def _export_zip(version: VersionRecord, store: BlobStore, zip_path: Path, progre
                 info.compress_type = _compression(entry.path)
                 info.external_attr = 0o644 << 16
                 with archive.open(info, "w", force_zip64=entry.size >= 2**31) as out:
-                    _copy_blob(store, entry, version, out, progress)
+                    _copy_blob(source, entry, version, out, progress)
             info = zipfile.ZipInfo(MANIFEST_FILENAME, date_time=date_time)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
@@ -143,12 +145,14 @@ def _compression(path: str) -> int:
     return zipfile.ZIP_DEFLATED if Path(path).suffix.lower() in _DEFLATE_SUFFIXES else zipfile.ZIP_STORED
 
 
-def _copy_blob(store: BlobStore, entry: FileEntry, version: VersionRecord, out: IO[bytes], progress: Progress) -> None:
+def _copy_blob(
+    source: BlobStore | Path, entry: FileEntry, version: VersionRecord, out: IO[bytes], progress: Progress
+) -> None:
     hasher = hashlib.sha256()
     size = 0
     try:
-        blob_handle = store.open(entry.sha256)
-    except NotFoundError:
+        blob_handle = (source / entry.path).open("rb") if isinstance(source, Path) else source.open(entry.sha256)
+    except (NotFoundError, FileNotFoundError):
         raise CorruptionError(
             f"the blob of {entry.path} (sha256 {entry.sha256}) is missing from the store; "
             f"run 'modelyard verify {version.artifact_name}' and register the original files again",

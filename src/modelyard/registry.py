@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from modelyard.access import ApiKey, Principal
     from modelyard.catalog.catalog import Catalog
     from modelyard.catalog.deployments import Deployment
-    from modelyard.catalog.lifecycle import AliasEntry
+    from modelyard.catalog.lifecycle import AliasEntry, Approval, StatusEntry, StoredReport
     from modelyard.distribute.bundle import BundleReport, ImportReport
     from modelyard.distribute.check import NodeCheck
     from modelyard.distribute.drift import DriftReport
@@ -369,6 +369,18 @@ class Registry:
 
         return change_status(self, reference, status, self._actor(), reason)
 
+    def status_history(self, reference: str) -> builtins.list[StatusEntry]:
+        """A version's deprecate/demote/restore events, oldest first."""
+        return self.catalog.lifecycle.status_history(self.show(reference))
+
+    def approvals(self, reference: str) -> builtins.list[Approval]:
+        """A version's production approvals, oldest first."""
+        return self.catalog.lifecycle.approvals(self.show(reference))
+
+    def reports(self, reference: str) -> builtins.list[StoredReport]:
+        """A version's stored validation reports, oldest first."""
+        return self.catalog.lifecycle.reports(self.show(reference))
+
     def lineage(self, reference: str) -> builtins.list[LineageStep]:
         """The chain production -> validated -> raw checkpoint -> training session."""
         from modelyard.lifecycle.lineage import lineage
@@ -573,11 +585,9 @@ class Registry:
             current_principal.reset(token)
 
     def _actor(self) -> str:
-        from modelyard.access import current_principal
-        from modelyard.register.flow import current_user
+        from modelyard.register.flow import acting_user
 
-        principal = current_principal.get()
-        return principal.name if principal is not None else current_user()
+        return acting_user()
 
     def _require_admin(self, what: str) -> None:
         """Locally the admins are the OS users `[lifecycle] admins` lists (anyone when unset:

@@ -14,8 +14,12 @@ import typer
 from modelyard.names import NODE_TYPES, PRECISIONS, PRIVACY_LEVELS, STAGES
 
 if TYPE_CHECKING:
+    from modelyard.client import RemoteRegistry
     from modelyard.progress import Progress
     from modelyard.registry import Registry
+
+    # What a command that also runs against a server works with.
+    RegistryAPI = Registry | RemoteRegistry
 
 HomeOpt = Annotated[
     Path | None,
@@ -35,9 +39,21 @@ Stage = StrEnum("Stage", {s: s for s in STAGES})  # type: ignore[misc]
 
 
 def open_registry(home: Path | None) -> Registry:
+    """The registry home on this machine: for commands that work on its files (layout, gc, ...)
+    or that a server does not offer."""
     from modelyard.registry import Registry
 
     return Registry.open(home)
+
+
+def open_registry_or_server(home: Path | None) -> RegistryAPI:
+    """For commands that also run against a server: the server at $MODELYARD_URL (with
+    $MODELYARD_API_KEY) when that is set and no --home is given, else the local registry home."""
+    from modelyard.client import RemoteRegistry, remote_configured
+
+    if home is None and remote_configured():
+        return RemoteRegistry.from_environment()
+    return open_registry(home)
 
 
 def make_progress(quiet: bool) -> Progress:

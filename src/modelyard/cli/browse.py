@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from modelyard.cli._common import RegistryAPI
     from modelyard.domain import VersionRecord, VersionSummary
-    from modelyard.registry import Registry
 
 from modelyard.cli._common import (
     HomeOpt,
@@ -17,7 +17,7 @@ from modelyard.cli._common import (
     NodeType,
     Stage,
     format_bytes,
-    open_registry,
+    open_registry_or_server,
     print_json,
     print_table,
 )
@@ -59,7 +59,7 @@ def list_command(
         quantization=quantization,
         stage=stage.value if stage else None,
     )
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         rows = registry.list(filters, all_versions=all_versions)
     if json_output:
         print_json(
@@ -151,7 +151,7 @@ def show_command(
     """Show a version: its manifest, its typed model configuration and its files."""
     from modelyard.cli.models import render_config
 
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         version = registry.show(reference)
         config = registry.model_config(version.ref)
         lifecycle = _lifecycle_lines(registry, version) if not json_output else []
@@ -213,27 +213,26 @@ def show_command(
     )
 
 
-def _lifecycle_lines(registry: Registry, version: VersionRecord) -> list[str]:
+def _lifecycle_lines(registry: RegistryAPI, version: VersionRecord) -> list[str]:
     """Stage, lineage, status, aliases, approvals and the latest gate report (seed 003)."""
-    records = registry.catalog.lifecycle
     stage = version.stage + (f" {version.semver}" if version.semver else "")
     lines = [f"{'stage':<21} {stage}" + (f" ({version.label})" if version.label else "")]
     if version.forced:
         lines.append(f"{'forced':<21} yes: promoted past failed gates (see 'modelyard audit {version.ref}')")
-    status = records.status(version)
-    if status:
-        last = records.status_history(version)[-1]
-        lines.append(f"{'status':<21} {status} by {last.actor} at {last.at:%Y-%m-%d %H:%M}Z: {last.reason}")
+    history = registry.status_history(version.ref)
+    if history and history[-1].status != "restored":
+        last = history[-1]
+        lines.append(f"{'status':<21} {last.status} by {last.actor} at {last.at:%Y-%m-%d %H:%M}Z: {last.reason}")
     chain = registry.lineage(version.ref)
     if len(chain) > 1:
         lines.append(f"{'lineage':<21} " + " <- ".join(f"{step.ref} [{step.stage}]" for step in chain))
     aliases = [entry.alias for entry in registry.aliases(version.artifact_name) if entry.version == version.ref]
     if aliases:
         lines.append(f"{'aliases':<21} {', '.join(aliases)}")
-    approvals = records.approvals(version)
+    approvals = registry.approvals(version.ref)
     if approvals:
         lines.append(f"{'approved by':<21} " + ", ".join(f"{a.approved_by} ({a.at:%Y-%m-%d})" for a in approvals))
-    reports = records.reports(version)
+    reports = registry.reports(version.ref)
     if reports:
         last_report = reports[-1]
         verdict = "passed" if last_report.passed else "FAILED"

@@ -9,7 +9,17 @@ from typing import Annotated, Any
 
 import typer
 
-from modelyard.cli._common import HomeOpt, JsonOpt, Stage, format_bytes, open_registry, plural, print_json, print_table
+from modelyard.cli._common import (
+    HomeOpt,
+    JsonOpt,
+    Stage,
+    format_bytes,
+    open_registry,
+    open_registry_or_server,
+    plural,
+    print_json,
+    print_table,
+)
 
 PolicyOpt = Annotated[
     Path | None,
@@ -38,7 +48,7 @@ def validate_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the stored report as JSON.")] = False,
 ) -> None:
     """Run a policy's gates on a version (and checkpoint) and store the report; exit 1 if a gate fails."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         outcome = registry.validate(reference, checkpoint=checkpoint, policy=policy)
     report = outcome.report
     if json_output:
@@ -80,7 +90,7 @@ def promote_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Promote raw -> validated (every gate must pass) or validated -> production (needs approval)."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         promoted = registry.promote(
             reference,
             to.value,
@@ -115,7 +125,7 @@ def approve_command(
     home: HomeOpt = None,
 ) -> None:
     """Record a manual approval of a validated version for production (seed 003)."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         version = registry.approve(reference, approved_by=approved_by, note=note)
     sys.stdout.write(f"approved {version.ref} for production by {approved_by}\n")
 
@@ -129,7 +139,7 @@ def alias_set_command(
     home: HomeOpt = None,
 ) -> None:
     """Point an alias at a version (or move it there)."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         before = registry.set_alias(reference, alias, approved_by=approved_by, reason=reason)
         version = registry.show(reference)
     moved = f" (was {before})" if before else ""
@@ -145,7 +155,7 @@ def alias_remove_command(
     home: HomeOpt = None,
 ) -> None:
     """Remove an alias."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         pointed = registry.remove_alias(name, alias, approved_by=approved_by, reason=reason)
     sys.stdout.write(f"removed {name}@{alias} (it pointed at {pointed})\n")
 
@@ -155,7 +165,7 @@ def alias_list_command(
     name: Annotated[str, typer.Argument(help="The artifact name.")], home: HomeOpt = None, json_output: JsonOpt = False
 ) -> None:
     """List an artifact's aliases."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         entries = registry.aliases(name)
     if json_output:
         print_json(
@@ -177,7 +187,7 @@ def _status_command(status: str, verb: str) -> Any:
         reason: Annotated[str, typer.Option("--reason", help="Why (required; kept in the audit log).")],
         home: HomeOpt = None,
     ) -> None:
-        with open_registry(home) as registry:
+        with open_registry_or_server(home) as registry:
             version = registry.set_status(reference, status, reason=reason)
         sys.stdout.write(f"{verb} {version.ref}\n")
 
@@ -190,7 +200,7 @@ def lineage_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Print the chain production -> validated -> raw checkpoint -> training session."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         steps = registry.lineage(reference)
     if json_output:
         print_json([{"ref": s.ref, "stage": s.stage, "label": s.label, "detail": s.detail} for s in steps])
@@ -209,7 +219,7 @@ def audit_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Print the append-only audit log: who did what to which version, when, and why."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         events = registry.audit(target, limit=limit)
     if json_output:
         print_json(events)

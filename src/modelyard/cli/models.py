@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modelyard.cli._common import HomeOpt, JsonOpt, open_registry, print_json, print_table
+from modelyard.cli._common import HomeOpt, JsonOpt, open_registry, open_registry_or_server, print_json, print_table
 
 if TYPE_CHECKING:
     from modelyard.modelconfig import BaseModelConfig
@@ -47,7 +47,7 @@ def compat_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Which runtimes can serve a version, each with the reason (exit 1 if --runtime says no)."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         answers = registry.compat(reference, runtime)
     if json_output:
         print_json([{"runtime": a.runtime, "compatible": a.compatible, "reason": a.reason} for a in answers])

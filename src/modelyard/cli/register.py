@@ -17,7 +17,7 @@ from modelyard.cli._common import (
     QuietOpt,
     format_bytes,
     make_progress,
-    open_registry,
+    open_registry_or_server,
     plural,
     print_json,
     warn,
@@ -88,7 +88,7 @@ def register_command(
         exclude=exclude or (),
         inspect=not no_inspect,
     )
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         result = registry.register(path, options, link=link, progress=make_progress(quiet or json_output))
     for message in result.warnings:
         warn(message)

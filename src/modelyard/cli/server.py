@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli._common import HomeOpt, JsonOpt, open_registry, print_json, print_table
+from modelyard.cli._common import HomeOpt, JsonOpt, open_registry_or_server, print_json, print_table
 
 keys_app = typer.Typer(help="API keys of the server: create (printed once), list, revoke.", no_args_is_help=True)
 
@@ -82,7 +82,7 @@ def keys_create(
     json_output: JsonOpt = False,
 ) -> None:
     """Create a key; the key itself is printed alone on the last line (it is not stored, only its SHA-256)."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         record, secret = registry.create_key(name, role)
     if json_output:
         print_json({"name": record.name, "role": record.role, "prefix": record.prefix, "key": secret})
@@ -93,7 +93,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(home: HomeOpt = None, json_output: JsonOpt = False) -> None:
     """The keys (never the secrets): name, role, prefix, created, revoked."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         keys = registry.keys()
     if json_output:
         print_json(
@@ -128,7 +128,7 @@ def keys_revoke(
     name: Annotated[str, typer.Argument(help="The key's name.")], home: HomeOpt = None, json_output: JsonOpt = False
 ) -> None:
     """Revoke a key: requests with it are refused from now on."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         record = registry.revoke_key(name)
     if json_output:
         print_json({"name": record.name, "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None})

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from modelyard.cli._common import HomeOpt, QuietOpt, format_bytes, make_progress, open_registry, plural
+from modelyard.cli._common import HomeOpt, QuietOpt, format_bytes, make_progress, open_registry_or_server, plural
 
 
 def export_command(
@@ -21,7 +21,7 @@ def export_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Export a version: its files plus artifact_manifest.json, to --to DIR and/or --zip FILE."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         result = registry.export(reference, to=to, zip_path=zip_path, progress=make_progress(quiet))
     size = f"{plural(result.files, 'file')}, {format_bytes(result.bytes)}"
     if result.directory is not None:

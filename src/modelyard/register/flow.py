@@ -120,7 +120,7 @@ def _register(
                 name=meta.artifact_name,
                 content_key=key,
                 build_manifest=lambda number: _build_manifest(meta, number, result.entries),
-                registered_by=current_user(),
+                registered_by=acting_user(),
                 source_path=options.source_label or str(source.given),
                 model_config=model_config,
                 inspector_version=_inspector_version(),
@@ -306,6 +306,14 @@ def _registration(
         methods=dict(result.methods),
         warnings=tuple(warnings),
     )
+
+
+def acting_user() -> str:
+    """Who a registration is recorded as: the API key's owner on a server request, else the OS user."""
+    from modelyard.access import current_principal
+
+    principal = current_principal.get()
+    return principal.name if principal is not None else current_user()
 
 
 def current_user() -> str:

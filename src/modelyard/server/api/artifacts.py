@@ -38,10 +38,18 @@ class FileOut(BaseModel):
     sha256: str
 
 
+class StatusEventOut(BaseModel):
+    status: str = Field(description="deprecated, demoted or restored")
+    actor: str
+    at: datetime
+    reason: str
+
+
 class VersionOut(BaseModel):
     ref: str
     artifact_name: str
     number: int
+    content_key: str = Field(description="SHA-256 over the version's file list: equal lists, equal keys")
     stage: str
     semantic_version: str | None
     label: str | None
@@ -51,6 +59,7 @@ class VersionOut(BaseModel):
     registered_by: str
     source_path: str | None
     aliases: list[str]
+    status_history: list[StatusEventOut] = Field(description="deprecate/demote/restore events, oldest first")
     manifest: dict[str, Any]
 
 
@@ -133,6 +142,7 @@ def version_out(registry: Any, version: VersionRecord) -> VersionOut:
         ref=version.ref,
         artifact_name=version.artifact_name,
         number=version.number,
+        content_key=version.content_key,
         stage=version.stage,
         semantic_version=version.semver,
         label=version.label,
@@ -142,6 +152,10 @@ def version_out(registry: Any, version: VersionRecord) -> VersionOut:
         registered_by=version.registered_by,
         source_path=version.source_path,
         aliases=aliases,
+        status_history=[
+            StatusEventOut(status=e.status, actor=e.actor, at=e.at, reason=e.reason)
+            for e in registry.catalog.lifecycle.status_history(version)
+        ],
         manifest=json.loads(version.manifest_json),
     )
 
