@@ -140,7 +140,9 @@ def test_the_lifecycle_runs_on_the_server_as_the_keys_owner(remote: Remote, tmp_
     assert "stage                 production 1.0.0" in shown and "by bob" in shown  # bob made it
     assert "lineage" in shown and f"{ARTIFACT}@1 [raw]" in shown
 
-    assert remote("alias", "set", f"{ARTIFACT}@production", "champion", "--approved-by", "x", key=approver).returncode == 0
+    assert (
+        remote("alias", "set", f"{ARTIFACT}@production", "champion", "--approved-by", "x", key=approver).returncode == 0
+    )
     aliases = json.loads(remote("alias", "list", ARTIFACT, "--json").stdout)
     assert [(a["alias"], a["set_by"]) for a in aliases] == [("champion", "bob")]
     trainer = remote.server.key("trainer", name="tina")
@@ -208,3 +210,32 @@ def test_a_zip_from_seed_000s_training_scripts_registers_as_one_version(remote: 
     shown = json.loads(remote("show", "vision-vit-base16-embed-v1", "--json").stdout)
     digest = hashlib.sha256((run / "checkpoints" / "best.safetensors").read_bytes()).hexdigest()
     assert {f["path"]: f["sha256"] for f in shown["files"]}["checkpoints/best.safetensors"] == digest
+
+
+def test_a_zip_registers_locally_too_and_link_or_a_missing_manifest_is_refused(tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    (run / "artifact_manifest.json").write_text(json.dumps({"artifact_name": "vision-vit-base16-embed-v1"}))
+    archive = tmp_path / "upload.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        for file in sorted(run.rglob("*")):
+            if file.is_file():
+                out.write(file, f"v5_5/{file.relative_to(run).as_posix()}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")} | {
+        "MODELYARD_HOME": str(tmp_path / "h")
+    }
+
+    def local(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "modelyard", *args], env=env, capture_output=True, text=True)
+
+    linked = local("register", str(archive), "--link")
+    assert linked.returncode == 3 and "--link" in linked.stderr
+    registered = local("register", str(archive), "--json")
+    assert registered.returncode == 0, registered.stderr
+    assert json.loads(registered.stdout)["ref"] == "vision-vit-base16-embed-v1@1"
+    files = {f["path"] for f in json.loads(local("show", "vision-vit-base16-embed-v1", "--json").stdout)["files"]}
+    assert "checkpoints/best.safetensors" in files and "artifact_manifest.json" not in files
+    bare = tmp_path / "bare.zip"
+    with zipfile.ZipFile(bare, "w") as out:
+        out.writestr("weights.bin", b"1234")
+    refused = local("register", str(bare))
+    assert refused.returncode == 3 and "artifact_manifest.json" in refused.stderr

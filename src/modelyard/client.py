@@ -270,7 +270,7 @@ class RemoteRegistry:
         link: bool = False,
         progress: Progress | None = None,
     ) -> Registration:
-        """Upload a directory (or one file, or seed 000's upload ZIP) and register it on the server."""
+        """Upload a directory (or one file) and register it on the server as the next version."""
         from modelyard.register.scan import scan_source
 
         if link:
@@ -278,8 +278,6 @@ class RemoteRegistry:
         options = options or RegisterOptions()
         progress = progress or NullProgress()
         source = Path(path)
-        if source.is_file() and source.suffix.lower() == ".zip":
-            return self._register_zip(source, options, progress)
         tree = scan_source(source, options.exclude)
         uploads = [(f.relpath, Path(f.abspath)) for f in tree.files]
         if tree.run_manifest is not None:
@@ -314,7 +312,13 @@ class RemoteRegistry:
                 self._call("PUT", url, content=_read_chunks(handle, length, progress), headers=headers)
                 offset += length
 
-    def _register_zip(self, archive: Path, options: RegisterOptions, progress: Progress) -> Registration:
+    def register_zip(
+        self, path: str | Path, options: RegisterOptions | None = None, *, progress: Progress | None = None
+    ) -> Registration:
+        """Upload seed 000's upload ZIP (`POST /zip`); the server registers the run directory inside."""
+        archive = Path(path)
+        options = options or RegisterOptions()
+        progress = progress or NullProgress()
         digest = _sha256_of(archive)
         metadata = {"options": _upload_options(options, archive), "sha256": digest}
         size = archive.stat().st_size

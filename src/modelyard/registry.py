@@ -128,6 +128,15 @@ class Registry:
         )
         return run(parts, path, options, link=link, progress=progress)
 
+    def register_zip(
+        self, path: str | Path, options: RegisterOptions | None = None, *, progress: Progress | None = None
+    ) -> Registration:
+        """Register seed 000's upload ZIP (a run directory with artifact_manifest.json inside) as
+        one version, as `register` registers that directory."""
+        from modelyard.register.zipped import register_zip
+
+        return register_zip(self, path, options, progress=progress)
+
     def _find_existing(self, name: str, content_key: str) -> VersionRecord | None:
         if self._catalog is None:
             from modelyard.catalog import SCHEMA_REVISION

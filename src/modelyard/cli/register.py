@@ -69,6 +69,7 @@ def register_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Register PATH as a new immutable version (or find the identical existing one)."""
+    from modelyard.errors import InvalidInputError
     from modelyard.register.metadata import RegisterOptions
 
     options = RegisterOptions(
@@ -88,8 +89,15 @@ def register_command(
         exclude=exclude or (),
         inspect=not no_inspect,
     )
+    is_upload_zip = path.is_file() and path.suffix.lower() == ".zip"
+    if is_upload_zip and link:
+        raise InvalidInputError("--link cannot link files out of a ZIP; drop --link", field="--link", path=path)
+    progress = make_progress(quiet or json_output)
     with open_registry_or_server(home) as registry:
-        result = registry.register(path, options, link=link, progress=make_progress(quiet or json_output))
+        if is_upload_zip:  # seed 000's upload ZIP: the run directory inside, with its manifest
+            result = registry.register_zip(path, options, progress=progress)
+        else:
+            result = registry.register(path, options, link=link, progress=progress)
     for message in result.warnings:
         warn(message)
     if json_output:

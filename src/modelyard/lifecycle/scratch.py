@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".lock"
-PREFIXES = ("promote-", "validate-", "bench-", "session-", "deploy-", "pull-", "bundle-")
+PREFIXES = ("promote-", "validate-", "bench-", "session-", "deploy-", "pull-", "bundle-", "upload-")
 
 
 @contextmanager

@@ -8,7 +8,11 @@ top-level directory (`zip -r run.zip run_5/`) is unwrapped: the run directory is
 Every entry is checked before a byte is written, because a ZIP comes from elsewhere: names that
 would leave the directory (`../`, absolute, NUL, backslashes), symlinks and device entries,
 duplicate names, encrypted entries, and zip bombs (more uncompressed bytes than a limit, or an
-expansion ratio no model file reaches) are refused with an error naming the entry.
+expansion ratio no model file reaches) are refused with an error naming the entry. A ZIP without
+`artifact_manifest.json` at the top of its run directory is not an upload ZIP and is refused too.
+
+Errors name the ZIP as the caller names it (`name`; the server passes the client's file name) and
+an extracted file by its entry, never by the private directory it was extracted into.
 """
 
 from __future__ import annotations
@@ -19,14 +23,14 @@ import re
 import stat
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelyard.errors import InvalidInputError, PayloadTooLargeError, StorageError
-from modelyard.names import check_relative_path
+from modelyard.errors import InvalidInputError, ModelyardError, PayloadTooLargeError, StorageError
+from modelyard.names import MANIFEST_FILENAME, check_relative_path
 from modelyard.progress import NullProgress, Progress
 from modelyard.register.metadata import RegisterOptions
 
@@ -68,60 +72,88 @@ def register_zip(
     *,
     progress: Progress | None = None,
     limits: ZipLimits | None = None,
+    name: str | None = None,
 ) -> Registration:
-    """Register the run directory an upload ZIP holds, as `registry.register(DIR, options)` would."""
+    """Register the run directory an upload ZIP holds, as `registry.register(DIR, options)` would.
+    `name`: what errors call the ZIP (default: its path)."""
     from modelyard.lifecycle.scratch import scratch_dir
 
     zip_path = Path(zip_path)
+    shown = name or str(zip_path)
     options = options or RegisterOptions()
     if options.source_label is None:  # the ZIP is the origin, not the scratch directory it is read from
         options = replace(options, source_label=str(zip_path.absolute()))
     with scratch_dir(registry.settings.home, SCRATCH_PREFIX) as scratch:
-        run_dir = extract_upload_zip(zip_path, scratch, limits or ZipLimits(), progress or NullProgress())
+        into = scratch / "run"  # not the scratch directory itself: a run may be called `.lock`
+        into.mkdir()
+        run_dir, top = extract_upload_zip(zip_path, into, limits or ZipLimits(), progress or NullProgress(), name=shown)
         # The extracted files are ours and about to be removed: link them into the store rather
         # than copy them (a hardlink or reflink when the store is on the same filesystem).
-        return registry.register(run_dir, options, link=True, progress=progress)
-
-
-def extract_upload_zip(zip_path: Path, into: Path, limits: ZipLimits, progress: Progress) -> Path:
-    """Check every entry, then extract the ZIP into a new directory under `into`; returns it."""
-    with _open_zip(zip_path) as archive:
-        infos = archive.infolist()
-        if len(infos) > limits.max_entries:
-            raise InvalidInputError(
-                f"the ZIP has {len(infos)} entries; at most {limits.max_entries} are accepted", path=zip_path
-            )
-        entries, directories = _check_entries(infos, zip_path)
-        _check_expansion(entries, zip_path, limits)
-        top = _single_top_directory(entries, directories)
-        run_name = top if top is not None else _run_name_of(zip_path)
-        run_dir = into / run_name
-        run_dir.mkdir()
-        progress.start(f"extracting {zip_path.name}", sum(e.info.file_size for e in entries))
-        try:
-            for entry in entries:
-                path = entry.path.split("/", 1)[1] if top is not None else entry.path
-                _extract(archive, entry.info, run_dir / path, zip_path, progress)
-        finally:
-            progress.finish()
-    return run_dir
+        with paths_shown_as(run_dir, lambda entry: f"{shown} (entry {top}{entry})", shown):
+            return registry.register(run_dir, options, link=True, progress=progress)
 
 
 @contextlib.contextmanager
-def _open_zip(zip_path: Path) -> Iterator[zipfile.ZipFile]:
+def paths_shown_as(root: Path, label: Callable[[str], str], whole: str) -> Iterator[None]:
+    """Errors raised in the block that name a file under `root` (a private scratch directory)
+    name it `label(its path under root)` instead, and `root` itself `whole`: a message tells the
+    client what it sent, not where the server put it."""
+    try:
+        yield
+    except ModelyardError as exc:
+        prefix = str(root)
+        if exc.path == prefix:
+            exc.path = whole
+        elif exc.path is not None and exc.path.startswith(prefix + "/"):
+            exc.path = label(exc.path[len(prefix) + 1 :])
+        exc.args = (exc.render(),)
+        raise
+
+
+def extract_upload_zip(
+    zip_path: Path, into: Path, limits: ZipLimits, progress: Progress, *, name: str | None = None
+) -> tuple[Path, str]:
+    """Check every entry, then extract the ZIP into a new directory under `into`. Returns that
+    run directory and where it sits in the ZIP (`run_5/` for `zip -r run.zip run_5/`, else '')."""
+    shown = name or str(zip_path)
+    with _open_zip(zip_path, shown) as archive:
+        infos = archive.infolist()
+        if len(infos) > limits.max_entries:
+            raise InvalidInputError(
+                f"the ZIP has {len(infos)} entries; at most {limits.max_entries} are accepted", path=shown
+            )
+        entries, directories = _check_entries(infos, shown)
+        _check_expansion(entries, shown, limits)
+        top = _single_top_directory(entries, directories)
+        _check_manifest(entries, top, shown)
+        run_name = top if top is not None else _run_name_of(zip_path)
+        run_dir = into / run_name
+        run_dir.mkdir()
+        progress.start(f"extracting {Path(shown).name}", sum(e.info.file_size for e in entries))
+        try:
+            for entry in entries:
+                path = entry.path.split("/", 1)[1] if top is not None else entry.path
+                _extract(archive, entry.info, run_dir / path, shown, progress)
+        finally:
+            progress.finish()
+    return run_dir, "" if top is None else f"{top}/"
+
+
+@contextlib.contextmanager
+def _open_zip(zip_path: Path, shown: str) -> Iterator[zipfile.ZipFile]:
     try:
         archive = zipfile.ZipFile(zip_path)
     except FileNotFoundError:
-        raise InvalidInputError("no such file", path=zip_path) from None
+        raise InvalidInputError("no such file", path=shown) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
-        raise InvalidInputError(f"not a readable ZIP file: {exc}", path=zip_path) from None
+        raise InvalidInputError(f"not a readable ZIP file: {exc}", path=shown) from None
     except OSError as exc:
-        raise InvalidInputError(f"cannot read: {exc.strerror}", path=zip_path) from None
+        raise InvalidInputError(f"cannot read: {exc.strerror}", path=shown) from None
     with archive:
         yield archive
 
 
-def _check_entries(infos: list[zipfile.ZipInfo], zip_path: Path) -> tuple[list[_Entry], set[str]]:
+def _check_entries(infos: list[zipfile.ZipInfo], zip_path: str) -> tuple[list[_Entry], set[str]]:
     """The file entries to extract and the directories named; every name checked, none written."""
     files: list[_Entry] = []
     directories: set[str] = set()
@@ -181,7 +213,7 @@ def _parents(path: str) -> Iterator[str]:
         yield "/".join(parts[:index])
 
 
-def _check_expansion(entries: list[_Entry], zip_path: Path, limits: ZipLimits) -> None:
+def _check_expansion(entries: list[_Entry], zip_path: str, limits: ZipLimits) -> None:
     total = sum(e.info.file_size for e in entries)
     if total > limits.max_total_bytes:
         raise PayloadTooLargeError(
@@ -197,6 +229,18 @@ def _check_expansion(entries: list[_Entry], zip_path: Path, limits: ZipLimits) -
             f"most of all {biggest.info.filename!r}); model files do not compress beyond "
             f"{limits.max_ratio:.0f}:1, so it is refused as a zip bomb",
             path=zip_path,
+        )
+
+
+def _check_manifest(entries: list[_Entry], top: str | None, zip_path: str) -> None:
+    """Seed 000's upload ZIP carries the manifest the training script wrote, at the top of the run."""
+    wanted = MANIFEST_FILENAME if top is None else f"{top}/{MANIFEST_FILENAME}"
+    if not any(entry.path == wanted for entry in entries):
+        raise InvalidInputError(
+            f"no {wanted} in the ZIP: an upload ZIP holds a run directory with the {MANIFEST_FILENAME} "
+            "its training script wrote",
+            path=zip_path,
+            field=MANIFEST_FILENAME,
         )
 
 
@@ -216,7 +260,7 @@ def _run_name_of(zip_path: Path) -> str:
     return _UNSAFE_RUN_NAME.sub("-", zip_path.stem).strip(".-") or "upload"
 
 
-def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, zip_path: Path, progress: Progress) -> None:
+def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, zip_path: str, progress: Progress) -> None:
     written = 0
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -248,6 +292,6 @@ def _entry_time(info: zipfile.ZipInfo) -> float:
         return datetime(1980, 1, 1, tzinfo=UTC).timestamp()
 
 
-def _entry_error(zip_path: Path, name: str, problem: str) -> InvalidInputError:
+def _entry_error(zip_path: str, name: str, problem: str) -> InvalidInputError:
     shown = name.replace("\x00", "\\x00")
     return InvalidInputError(f"entry {shown!r} {problem}", path=zip_path, field="zip")

@@ -63,16 +63,19 @@ async def _modelyard_error(request: Request, exc: ModelyardError) -> JSONRespons
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    problems = [
-        {
-            "field": ".".join(str(part) for part in error.get("loc", ()) if part != "body") or "(request)",
-            "message": str(error.get("msg", "")),
-        }
-        for error in exc.errors()
-    ]
+    problems = [_problem(error) for error in exc.errors()]
     first = problems[0] if problems else {"field": "(request)", "message": "invalid request"}
     message = f"field '{first['field']}': {first['message']}"
     return error_response(422, "invalid_input", message, {"field": first["field"], "problems": problems})
+
+
+def _problem(error: dict[str, Any]) -> dict[str, str]:
+    location = error.get("loc", ())
+    if error.get("type") == "json_invalid":  # the location's last part is a byte offset, not a field
+        reason = (error.get("ctx") or {}).get("error", "invalid JSON")
+        return {"field": "body", "message": f"malformed JSON body at position {location[-1]}: {reason}"}
+    field = ".".join(str(part) for part in location if part != "body") or "(request)"
+    return {"field": field, "message": str(error.get("msg", ""))}
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -48,6 +48,7 @@ from modelyard.errors import (
     StorageError,
 )
 from modelyard.names import check_relative_path
+from modelyard.register.zipped import paths_shown_as
 
 if TYPE_CHECKING:
     from modelyard.access import Principal
@@ -130,7 +131,9 @@ def check_upload_path(path: str, field: str) -> str:
     try:
         check_relative_path(path)
     except ValueError as exc:
-        raise InvalidInputError(f"path {path!r} cannot be stored: {exc}", field=field) from None
+        reason = str(exc)
+        shown = reason if repr(path) in reason else f"path {path!r}: {reason}"  # name the path once
+        raise InvalidInputError(f"{shown}; it cannot be stored", field=field) from None
     if not path:
         raise InvalidInputError("a file's path may not be empty", field=field)
     try:
@@ -374,8 +377,10 @@ class UploadSessions:
                     details={"incomplete": missing},
                 )
             label = options.source_label or f"upload {upload_id} by {record['owner']}"
+            run_dir = directory / RUN_DIR
             # The files are ours and about to be removed: link them into the store, not copy them.
-            registration = registry.register(directory / RUN_DIR, replace(options, source_label=label), link=True)
+            with paths_shown_as(run_dir, lambda path: path, f"upload {upload_id}"):
+                registration = registry.register(run_dir, replace(options, source_label=label), link=True)
             shutil.rmtree(directory, ignore_errors=True)
         _forget(upload_id)
         return registration

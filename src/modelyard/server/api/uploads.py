@@ -17,12 +17,13 @@ upload needs the `register` permission; a session is seen only by its key's owne
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -34,7 +35,7 @@ from modelyard.domain import Registration
 from modelyard.errors import InvalidInputError, PayloadTooLargeError
 from modelyard.manifest import NodeType, Precision, PrivacyLevel
 from modelyard.register.metadata import RegisterOptions
-from modelyard.register.zipped import SCRATCH_PREFIX, register_zip
+from modelyard.register.zipped import SCRATCH_PREFIX, paths_shown_as, register_zip
 from modelyard.registry import Registry
 from modelyard.server.api.artifacts import VersionOut, version_out
 from modelyard.server.security import RegistryDep, require
@@ -176,17 +177,35 @@ _RAW_BODY = {
 # -- resumable sessions ------------------------------------------------------------------------
 
 
-@router.post(
-    "/uploads",
-    status_code=201,
-    response_model=UploadOut,
-    summary="Start a resumable upload: declare files (path, size, SHA-256) and register options",
-    max_body_size=MAX_JSON_BODY,
-)
+class _BoundedJsonRoute(APIRoute):
+    """A route that reads its JSON body first, at most MAX_JSON_BODY bytes: a bigger one is a 413
+    in the one error body, never held in memory (FastAPI's `max_body_size` answers in plain text)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def bounded(request: Request) -> Response:
+            await _read_body_within(request, MAX_JSON_BODY)
+            return await handler(request)
+
+        return bounded
+
+
 def create_upload(body: NewUpload, registry: RegistryDep, principal: Registrar) -> UploadOut:
     files = [DeclaredFile(f.path, f.size, f.sha256) for f in body.files]
     state = _sessions(registry).create(principal.name, files, body.options.model_dump(mode="json"))
     return _upload_out(state)
+
+
+router.add_api_route(
+    "/uploads",
+    create_upload,
+    methods=["POST"],
+    status_code=201,
+    response_model=UploadOut,
+    summary="Start a resumable upload: declare files (path, size, SHA-256) and register options",
+    route_class_override=_BoundedJsonRoute,
+)
 
 
 @router.get("/uploads/{upload_id}", response_model=UploadOut, summary="An upload's state: where to resume")
@@ -280,7 +299,7 @@ async def upload_version(
         run_dir = scratch / "upload"
 
         def place(field: str, filename: str) -> tuple[Path, str]:
-            return run_dir / check_upload_path(filename, f"file {filename!r}"), filename
+            return run_dir / check_upload_path(filename, "filename"), filename
 
         form = _StreamedForm(place, limit)
         await form.read(request, boundary)
@@ -290,7 +309,8 @@ async def upload_version(
         if metadata.files is not None:
             _check_digests(metadata.files, form.files)
         options = metadata.options.to_register_options(f"HTTP upload by {principal.name}")
-        registration = await run_in_threadpool(_register, registry, principal, run_dir, options)
+        with paths_shown_as(run_dir, lambda path: path, "the upload"):
+            registration = await run_in_threadpool(_register, registry, principal, run_dir, options)
     return _registered(registry, registration, response)
 
 
@@ -309,13 +329,16 @@ async def upload_zip(
 
     boundary = _multipart_boundary(request)
     limit = max_file_size()
+    sent_as = ["upload.zip"]  # the client's file name: errors name the ZIP so, not by its scratch path
     with scratch_dir(registry.settings.home, SCRATCH_PREFIX) as scratch:
 
         def place(field: str, filename: str) -> tuple[Path, str]:
             if field != "file":
                 raise InvalidInputError(f"unknown file part {field!r}; send the ZIP as the part 'file'", field=field)
             # Its name only names the run when the ZIP has no top directory; any path in it goes.
-            stem = _UNSAFE_NAME.sub("-", Path(filename.replace("\\", "/")).stem).strip(".-") or "upload"
+            name = Path(filename.replace("\\", "/")).name
+            sent_as[0] = name.replace("\x00", "") or sent_as[0]
+            stem = _UNSAFE_NAME.sub("-", Path(name).stem).strip(".-") or "upload"
             return scratch / "zip" / f"{stem}.zip", "file"
 
         form = _StreamedForm(place, limit)
@@ -330,7 +353,7 @@ async def upload_zip(
             )
         zip_path = next((scratch / "zip").iterdir())
         options = metadata.options.to_register_options(f"{zip_path.name} (uploaded by {principal.name})")
-        registration = await run_in_threadpool(_register_zip, registry, principal, zip_path, options)
+        registration = await run_in_threadpool(_register_zip, registry, principal, zip_path, options, sent_as[0])
     return _registered(registry, registration, response)
 
 
@@ -352,9 +375,11 @@ def _register(registry: Registry, principal: Principal, run_dir: Path, options: 
         return registry.register(run_dir, options, link=True)
 
 
-def _register_zip(registry: Registry, principal: Principal, zip_path: Path, options: RegisterOptions) -> Registration:
+def _register_zip(
+    registry: Registry, principal: Principal, zip_path: Path, options: RegisterOptions, name: str
+) -> Registration:
     with registry.acting_as(principal):
-        return register_zip(registry, zip_path, options)
+        return register_zip(registry, zip_path, options, name=name)
 
 
 def _registered(registry: Registry, registration: Registration, response: Response) -> RegisteredOut:
@@ -382,6 +407,20 @@ def _content_range(header: str | None) -> tuple[int, int | None, int | None]:
     if last < first:
         raise InvalidInputError(f"Content-Range {header!r} ends before it starts", field="Content-Range")
     return first, last, None if total_text == "*" else int(total_text)
+
+
+async def _read_body_within(request: Request, limit: int) -> None:
+    """Read the whole body, refusing it as soon as it is longer than `limit` bytes; FastAPI then
+    parses what was read (Starlette keeps a read body on the request)."""
+    length = _content_length(request)
+    if length is not None and length > limit:
+        raise PayloadTooLargeError(f"the body has {length} bytes; at most {limit} are accepted", field="body")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"the body is longer than the {limit} bytes accepted", field="body")
+    request._body = bytes(body)
 
 
 def _content_length(request: Request) -> int | None:
@@ -524,6 +563,11 @@ class _StreamedForm:
         try:
             field = params[b"name"].decode("utf-8")
             filename = params[b"filename"].decode("utf-8") if b"filename" in params else None
+            if filename is None and b"filename*" in disposition.lower():  # the parser drops it silently
+                raise InvalidInputError(
+                    f'part {field!r}: send its path as filename="..." (UTF-8); filename* is not read',
+                    field=field,
+                )
         except KeyError:
             raise InvalidInputError(
                 "a part has no name (Content-Disposition: form-data; name=...)", field="body"
