@@ -1,4 +1,4 @@
-"""Fleet distribution (seed 004): `fleet show/check`, `deploy plan/push/status/rollback/verify`.
+"""Fleet distribution (seed 004): `fleet init/show/check`, `deploy plan/push/status/rollback/verify`.
 
 Each command calls one Registry method and prints its result; `--json` gives it to programs.
 A push, a verification or a fleet check that finds a failed node exits 1.
@@ -25,6 +25,8 @@ from modelyard.cli._common import (
 
 if TYPE_CHECKING:
     from modelyard.distribute.install import Outcome
+    from modelyard.distribute.plan import DistributionPlan
+    from modelyard.distribute.slots import SlotAssignment
     from modelyard.progress import ProgressBoard
 
 FleetOpt = Annotated[
@@ -42,6 +44,47 @@ deploy_app = typer.Typer(
 
 
 # -- fleet ----------------------------------------------------------------------------------------
+
+
+@fleet_app.command("init")
+def fleet_init(
+    template: Annotated[
+        str, typer.Option("--template", help="The template to write: distributed-brain (seed 000's 24 nodes).")
+    ],
+    fleet_file: Annotated[
+        Path | None,
+        typer.Option("--fleet", help="Where to write the fleet file; default: <home>/fleet.yaml.", show_default=False),
+    ] = None,
+    models_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--models-root",
+            help="The directory holding each local node's models root (DIR/<node>); default: <home>/nodes.",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing fleet file.")] = False,
+    home: HomeOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Write a fleet file from a template: every node local, with the artifact slots it expects."""
+    from modelyard.config import Settings
+    from modelyard.distribute.templates import write_template
+
+    registry_home = Settings.load(home).home
+    path, fleet = write_template(template, fleet_file, registry_home, models_root=models_root, force=force)
+    if json_output:
+        print_json({"fleet": str(path), "template": template, "nodes": fleet.model_dump(mode="json")["nodes"]})
+        return
+    print_table(
+        ["NODE", "TYPE", "MODELS ROOT", "SLOTS"],
+        [[node.name, node.node_type or "-", node.models_root, ", ".join(node.slots)] for node in fleet.nodes],
+    )
+    counts: dict[str, int] = {}
+    for node in fleet.nodes:
+        counts[node.node_type or "-"] = counts.get(node.node_type or "-", 0) + 1
+    by_type = ", ".join(f"{node_type} x{count}" for node_type, count in counts.items())
+    sys.stdout.write(f"wrote {path}: {plural(len(fleet.nodes), 'node')} ({by_type})\n")
 
 
 @fleet_app.command("show")
@@ -98,15 +141,16 @@ def fleet_check(
 
 @deploy_app.command("plan")
 def deploy_plan(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the plan (JSON); a Markdown copy goes beside it.")],
     assignments: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
             metavar="ASSIGNMENT...",
             help="NAME@REF=TARGETS (TARGETS: node names, type:NODE_TYPE, label:KEY=VALUE, comma-separated), "
-            "or a YAML file of assignments (artifact, targets, target_name, base).",
+            "or a YAML file of assignments (artifact, targets, target_name, base). Required without --from-slots.",
+            show_default=False,
         ),
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Where to write the plan (JSON); a Markdown copy goes beside it.")],
+    ] = None,
     fleet_file: FleetOpt = None,
     require_stage: Annotated[
         str,
@@ -120,27 +164,73 @@ def deploy_plan(
     markdown: Annotated[
         Path | None, typer.Option("--markdown", help="Where to write the Markdown manifest (default: OUT with .md).")
     ] = None,
+    from_slots: Annotated[
+        bool,
+        typer.Option(
+            "--from-slots",
+            help="Assign each production artifact to the nodes whose fleet-file slots it fills; report empty slots.",
+        ),
+    ] = False,
     home: HomeOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Make a distribution plan: which version goes to which nodes, the files and their digests."""
     from modelyard.distribute.plan import Assignment, load_assignments, parse_assignment
     from modelyard.distribute.report import plan_markdown
+    from modelyard.distribute.slots import assign_slots
+    from modelyard.errors import InvalidInputError
     from modelyard.fsutil import write_text_atomically
 
+    if not assignments and not from_slots:
+        raise InvalidInputError(
+            "give at least one ASSIGNMENT (NAME@REF=TARGETS or an assignments file), or --from-slots",
+            field="ASSIGNMENT",
+        )
     parsed: list[Assignment] = []
-    for text in assignments:
+    for text in assignments or []:
         looks_like_file = "=" not in text and text.endswith((".yaml", ".yml", ".json"))
         parsed += load_assignments(Path(text)) if looks_like_file else [parse_assignment(text)]
     with open_registry(home) as registry:
         fleet = registry.fleet(fleet_file)
+        slots = assign_slots(registry, fleet) if from_slots else None
+        if slots is not None:
+            if not parsed:
+                slots.require_some_filled()
+            parsed += slots.assignments
         plan = registry.plan_deployment(parsed, fleet=fleet, require_stage=require_stage, all_files=all_files)
     markdown_path = markdown or out.with_suffix(".md")
     write_text_atomically(out, plan.to_json())
     write_text_atomically(markdown_path, plan_markdown(plan, rsync_template()))
     if json_output:
-        print_json({"plan": str(out), "markdown": str(markdown_path), **plan.model_dump(mode="json")})
+        slot_report = slots.to_dict() if slots is not None else {}
+        print_json({"plan": str(out), "markdown": str(markdown_path), **slot_report, **plan.model_dump(mode="json")})
         return
+    if slots is not None:
+        _print_slots(slots)
+    _print_plan(plan)
+    sys.stdout.write(f"wrote {out} and {markdown_path}\n")
+
+
+def _print_slots(slots: SlotAssignment) -> None:
+    """The slot -> artifact -> nodes mapping, what was passed over, and the slots left empty."""
+    rows = [
+        [fill.slot, fill.takes, ref, ", ".join(fill.nodes)]
+        for fill in slots.slots
+        for ref in (fill.artifacts or ("(empty)",))
+    ]
+    print_table(["SLOT", "TAKES", "ARTIFACT", "NODES"], rows)
+    for fill in slots.slots:
+        for reason in fill.passed_over:
+            sys.stdout.write(f"passed over for {fill.slot}: {reason}\n")
+    empty = slots.empty_slots
+    if empty:
+        names = ", ".join(fill.slot for fill in empty)
+        sys.stdout.write(f"{len(empty)} of {plural(len(slots.slots), 'slot')} empty: {names}\n")
+    else:
+        sys.stdout.write(f"all {plural(len(slots.slots), 'slot')} filled\n")
+
+
+def _print_plan(plan: DistributionPlan) -> None:
     for item in plan.artifacts:
         nodes = ", ".join(target.node for target in item.nodes)
         base = f" (base of {', '.join(item.base_of)})" if item.base_of else ""
@@ -148,7 +238,6 @@ def deploy_plan(
             f"{item.ref} -> {nodes} as {item.target_name}: {plural(len(item.files), 'file')}, "
             f"{format_bytes(item.bytes)}, {item.profile} profile{base}\n"
         )
-    sys.stdout.write(f"wrote {out} and {markdown_path}\n")
 
 
 def rsync_template() -> str:

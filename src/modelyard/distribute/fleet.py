@@ -13,6 +13,7 @@
         activate: systemctl reload vllm
         health: curl -fsS localhost:8000/health
         labels: {agent: cleaner}
+        slots: [gpt-small-v1, rag-lite-v1]   # artifacts the node expects (deploy plan --from-slots)
 
 `--fleet FILE` names it, else `<home>/fleet.yaml`. Unknown keys are errors (a typo such as
 `heath:` must not silently disable a health check). Paths a node serves from are absolute, and
@@ -29,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from modelyard.errors import InvalidInputError, NotFoundError
-from modelyard.names import NODE_TYPES
+from modelyard.names import NODE_TYPES, parse_name
 
 FLEET_FILENAME = "fleet.yaml"
 LOCAL = "local"
@@ -61,6 +62,7 @@ class Node(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     python: str = "python3"  # the interpreter that runs modelyard's one-file agent on the node
     keep_versions: int = Field(default=2, ge=1, le=100)  # verified versions kept for rollback
+    slots: list[str] = Field(default_factory=list)  # artifact names the node expects (deploy plan --from-slots)
 
     @field_validator("name")
     @classmethod
@@ -110,6 +112,20 @@ class Node(BaseModel):
         for base, path in value.items():
             if not path.startswith("/") or ".." in path.split("/"):
                 raise ValueError(f"the path of {base!r} must be absolute without '..', not {path!r}")
+        return value
+
+    @field_validator("slots")
+    @classmethod
+    def _named_slots(cls, value: list[str]) -> list[str]:
+        for slot in value:
+            try:
+                parse_name(slot)
+            except InvalidInputError as exc:
+                # Raised as ValueError so the message reaches the user with the node and field.
+                raise ValueError(exc.message) from None
+        repeated = sorted({slot for slot in value if value.count(slot) > 1})
+        if repeated:
+            raise ValueError(f"slots must be unique; repeated: {', '.join(repeated)}")
         return value
 
     @model_validator(mode="after")

@@ -313,8 +313,13 @@ def promote_to_production(
         bench = read_benchmarks(benchmarks) if benchmarks else _run_benchmark(registry, validated, rules)
         write_json(performance / "benchmarks.json", bench)
         loadable = [tree / path for path in weights if path.endswith((".safetensors", ".pt", ".gguf"))]
-        usage = measure_resource_usage(sorted(loadable, key=lambda p: not p.name.endswith(".safetensors"))[:1])
-        (performance / "resource_usage.json").write_text(usage.to_json())
+        if loadable:
+            usage = measure_resource_usage(sorted(loadable, key=lambda p: not p.name.endswith(".safetensors"))[:1])
+            (performance / "resource_usage.json").write_text(usage.to_json())
+        else:
+            # A config artifact (seed 000's schemas, service configurations) or ONNX/.bin-only
+            # weights: nothing this step can load and measure.
+            write_json(performance / "resource_usage.json", {"measured": False, "reason": "no loadable weights files"})
         compatible = [c.runtime for c in config.compatibility() if c.compatible] if config else []
         spec = DeploymentSpec(
             name=validated.artifact_name,
