@@ -110,14 +110,29 @@ def _error(response: httpx.Response) -> ModelyardError:
 
 
 def _download_blob(client: httpx.Client, digest: str, size: int, target: Path, progress: Progress) -> None:
-    """Resume `<target>.part` from its length, check the whole file's SHA-256, rename it."""
+    """Resume `<target>.part` from its length, check the whole file's SHA-256, rename it. When a
+    resumed file's digest is wrong (the bytes kept from an earlier try were damaged), the blob is
+    fetched once more from its first byte."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         return
     partial = target.with_name(target.name + ".part")
-    have = partial.stat().st_size if partial.exists() else 0
-    if have > size:
+    got, kept = _fetch_into(client, digest, size, partial, progress, resume=True)
+    if got != digest and kept:
+        got, _ = _fetch_into(client, digest, size, partial, progress, resume=False)
+    if got != digest:
         partial.unlink()
+        raise RemoteError(f"blob {digest[:12]} arrived with another SHA-256; discarded, pull again")
+    os.replace(partial, target)
+
+
+def _fetch_into(
+    client: httpx.Client, digest: str, size: int, partial: Path, progress: Progress, *, resume: bool
+) -> tuple[str, int]:
+    """Write the blob to `partial`: after the bytes already there when `resume` (a Range request
+    for the rest), else all of it. Returns the SHA-256 of the whole file and the bytes kept."""
+    have = partial.stat().st_size if resume and partial.exists() else 0
+    if have > size:
         have = 0
     hasher = hashlib.sha256()
     if have:
@@ -125,26 +140,29 @@ def _download_blob(client: httpx.Client, digest: str, size: int, target: Path, p
             while chunk := existing.read(CHUNK):
                 hasher.update(chunk)
         progress.advance(have)
-    if have < size:
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        try:
-            with client.stream("GET", f"/api/v1/blobs/{digest}", headers=headers) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise _error(response)
-                if have and response.status_code != 206:  # the server ignored the range: start over
-                    hasher, have = hashlib.sha256(), 0
-                with partial.open("ab" if have else "wb") as sink:
-                    for chunk in response.iter_bytes(CHUNK):
-                        sink.write(chunk)
-                        hasher.update(chunk)
-                        progress.advance(len(chunk))
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"downloading {digest[:12]} was cut off: {exc} (pull again to resume)") from None
-    if hasher.hexdigest() != digest:
-        partial.unlink()
-        raise RemoteError(f"blob {digest[:12]} arrived with another SHA-256; discarded, pull again")
-    os.replace(partial, target)
+    if have == size and have:
+        return hasher.hexdigest(), have
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    try:
+        with client.stream("GET", f"/api/v1/blobs/{digest}", headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise _error(response)
+            if have and not _answers_range(response, have):  # the server sent something else: start over
+                hasher, have = hashlib.sha256(), 0
+            with partial.open("ab" if have else "wb") as sink:
+                for chunk in response.iter_bytes(CHUNK):
+                    sink.write(chunk)
+                    hasher.update(chunk)
+                    progress.advance(len(chunk))
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"downloading {digest[:12]} was cut off: {exc} (pull again to resume)") from None
+    return hasher.hexdigest(), have
+
+
+def _answers_range(response: httpx.Response, start: int) -> bool:
+    """A 206 whose bytes begin at `start`."""
+    return response.status_code == 206 and response.headers.get("content-range", "").startswith(f"bytes {start}-")
 
 
 def _repair_blob(client: httpx.Client, planned: PlannedFile, installed: Path, target: Path) -> int:
@@ -168,9 +186,13 @@ def _repair_blob(client: httpx.Client, planned: PlannedFile, installed: Path, ta
                 continue
             start = index * REPAIR_BLOCK_SIZE
             end = min(planned.size, start + REPAIR_BLOCK_SIZE) - 1
-            block = _request(
+            answer = _request(
                 client, "GET", f"/api/v1/blobs/{planned.sha256}", headers={"Range": f"bytes={start}-{end}"}
-            ).content
+            )
+            block = answer.content
+            if not _answers_range(answer, start) or len(block) != end - start + 1:
+                # Written at this offset, a whole blob or another range would damage the copy further.
+                raise RemoteError(f"the registry did not answer the range {start}-{end} of {planned.sha256[:12]}")
             handle.seek(start)
             handle.write(block)
             fetched += len(block)

@@ -11,7 +11,9 @@ failures are results (`ok: false` with each reason), not HTTP errors; a push run
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -30,6 +32,8 @@ Deployer = Annotated[Principal, Depends(require("deploy"))]
 
 NAME = 300  # the longest name, reference or target list accepted
 MAX_ASSIGNMENTS = 1000
+# The planning code's errors name the CLI's options; a request names its fields instead.
+REQUEST_FIELDS: Final = {"--require-stage": "require_stage", "assignment": "assignments"}
 
 
 class _Body(BaseModel):
@@ -88,6 +92,19 @@ class RecordIn(_Body):
     files: list[dict[str, JsonValue]] | None = None
 
 
+@contextmanager
+def request_fields() -> Iterator[None]:
+    """Re-raise the planning code's refusals naming the request's field, not the CLI option."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        if exc.field in REQUEST_FIELDS:
+            raise InvalidInputError(
+                exc.message, path=exc.path, field=REQUEST_FIELDS[exc.field], details=exc.details
+            ) from None
+        raise
+
+
 def server_fleet(registry: Registry) -> Fleet:
     """The registry's fleet file; 404 when it has none."""
     if not (registry.settings.home / FLEET_FILENAME).is_file():
@@ -136,7 +153,7 @@ def plan_deployment(body: PlanIn, registry: RegistryDep, principal: Deployer) ->
         else:
             targets = given.targets if isinstance(given.targets, str) else ",".join(given.targets)
             assignments.append(Assignment(given.artifact, targets, given.target_name, given.base, source=where))
-    with registry.acting_as(principal):
+    with registry.acting_as(principal), request_fields():
         fleet = server_fleet(registry)
         plan = registry.plan_deployment(
             assignments, fleet=fleet, require_stage=body.require_stage, all_files=body.all_files
@@ -252,9 +269,14 @@ def describe(
     require_stage: Annotated[str, Query(max_length=20, description="raw, validated, production or any")] = "production",
     all_files: bool = False,
 ) -> dict[str, Any]:
-    with registry.acting_as(principal):
-        described = registry.describe_for_pull(f"{name}@{ref}", require_stage=require_stage, all_files=all_files)
-    return {"artifact": described["artifact"], "manifest": described["manifest"]}
+    from modelyard.distribute.plan import describe_version
+
+    # Not `describe_for_pull`: that one also names the local blob directory for rsync, and so
+    # refuses a registry whose store is remote; an HTTP pull fetches blobs from /blobs instead.
+    with registry.acting_as(principal), request_fields():
+        item = describe_version(registry, f"{name}@{ref}", require_stage=require_stage, all_files=all_files)
+        manifest = registry.show(item.ref).manifest.to_json()
+    return {"artifact": item.model_dump(mode="json"), "manifest": manifest}
 
 
 @router.post("/deployments/record", summary="A pulling node's report of its outcome: it joins the status matrix")

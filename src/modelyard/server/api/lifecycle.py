@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from modelyard.access import Principal
+from modelyard.errors import InvalidInputError
 from modelyard.server.api.artifacts import VersionOut, version_out
 from modelyard.server.security import RegistryDep, authenticate, refusal, require
 
@@ -29,7 +30,14 @@ Pruner = Annotated[Principal, Depends(require("prune"))]
 
 TEXT = 2000  # the longest reason, note or name accepted
 MAX_EVENTS = 1000
+MAX_AUDIT_OFFSET = 100_000  # bounds the events read for one page
 PROMOTE_PERMISSIONS: Final = {"validated": "promote.validated", "production": "promote.production"}
+# The body fields that mean something for one target stage only: sent for the other, they are
+# refused rather than ignored (a `force` that silently does nothing misleads).
+STAGE_FIELDS: Final = {
+    "validated": ("checkpoint", "force", "reason", "validation_results"),
+    "production": ("version", "security_reviewed_by", "deployment_config"),
+}
 
 
 class _Body(BaseModel):
@@ -63,6 +71,13 @@ class PromoteIn(_Body):
     security_reviewed_by: str | None = Field(None, max_length=200)
     validation_results: dict[str, JsonValue] | None = None
     deployment_config: dict[str, JsonValue] | None = Field(None, description="to production: replicas, resources")
+
+    def check_stage_fields(self) -> None:
+        """Refuse a field that only the other target stage reads, naming it."""
+        for stage, names in STAGE_FIELDS.items():
+            for name in names:
+                if stage != self.to and getattr(self, name) not in (None, False):
+                    raise InvalidInputError(f"'{name}' applies to promotions to {stage}, not to {self.to}", field=name)
 
 
 class ApproveIn(_Body):
@@ -199,6 +214,7 @@ def _report_out(stored: Any) -> ReportOut:
     summary="Promote raw -> validated (every gate passes) or validated -> production (approved)",
 )
 def promote(name: str, ref: str, body: PromoteIn, registry: RegistryDep, principal: Promoter) -> VersionOut:
+    body.check_stage_fields()
     with registry.acting_as(principal):
         promoted = registry.promote(
             f"{name}@{ref}",
@@ -304,9 +320,13 @@ def audit(
     principal: Reader,
     artifact: Annotated[str | None, Query(max_length=300, description="NAME or NAME@REF")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_AUDIT_OFFSET, description="skip the newest N events (a page)")] = 0,
 ) -> list[dict[str, Any]]:
     with registry.acting_as(principal):
-        return registry.audit(artifact, limit=limit)
+        if artifact is not None and "@" not in artifact:
+            registry.versions(artifact)  # an unknown name is a 404, not an empty history
+        # The catalog pages by count only: read the events up to the end of this page, keep the page.
+        return registry.audit(artifact, limit=offset + limit)[offset:]
 
 
 @router.post(
