@@ -239,3 +239,35 @@ def test_a_zip_registers_locally_too_and_link_or_a_missing_manifest_is_refused(t
         out.writestr("weights.bin", b"1234")
     refused = local("register", str(bare))
     assert refused.returncode == 3 and "artifact_manifest.json" in refused.stderr
+
+
+def test_deployments_run_on_the_server_with_its_fleet(remote: Remote, tmp_path: Path) -> None:
+    run = _run(tmp_path)
+    remote.server.cli("register", str(run), "--artifact-name", ARTIFACT, "-q")
+    node_root = tmp_path / "node-1"
+    node_root.mkdir()
+    (remote.server.home / "fleet.yaml").write_text(
+        f"nodes:\n  - name: node-1\n    host: local\n    node_type: inference\n    models_root: {node_root}\n"
+    )
+    shown = json.loads(remote("fleet", "show", "--json").stdout)
+    assert [node["name"] for node in shown["nodes"]] == ["node-1"]
+    own_fleet = remote("fleet", "show", "--fleet", str(tmp_path / "mine.yaml"))
+    assert own_fleet.returncode == 3 and "--fleet" in own_fleet.stderr
+
+    deployer = remote.server.key("deployer", name="dora")
+    planned = remote(
+        "deploy", "plan", f"{ARTIFACT}@1=node-1", "--require-stage", "any", "--out", "plan.json", key=deployer
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert f"{ARTIFACT}@1 -> node-1" in planned.stdout and (remote.cwd / "plan.json").is_file()
+    pushed = remote("deploy", "push", "plan.json", "-q", key=deployer)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "activated" in pushed.stdout
+    served = node_root / ARTIFACT / "checkpoints" / "best.safetensors"
+    assert served.read_bytes() == (run / "checkpoints" / "best.safetensors").read_bytes()
+    status = remote("deploy", "status", key=deployer)
+    assert "activated 1" in status.stdout
+    assert remote("deploy", "verify", key=deployer).returncode == 0
+    viewer = remote.server.key("viewer", name="vic")
+    refused = remote("deploy", "push", "plan.json", key=viewer)
+    assert refused.returncode == 11 and "deploy" in refused.stderr

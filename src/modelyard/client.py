@@ -27,7 +27,7 @@ from dataclasses import fields, is_dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -55,6 +55,15 @@ CHUNK = 1 << 20
 UPLOAD_CHUNK = 64 << 20  # one PUT per 64 MiB: an interruption loses at most this much
 PAGE = 500
 TIMEOUT = httpx.Timeout(30.0, read=600.0)  # a commit of a large upload hashes it all server-side
+
+if TYPE_CHECKING:
+    from modelyard.distribute.check import NodeCheck
+    from modelyard.distribute.drift import DriftReport
+    from modelyard.distribute.fleet import Fleet
+    from modelyard.distribute.install import Outcome
+    from modelyard.distribute.plan import Assignment, DistributionPlan
+    from modelyard.distribute.push import PushOptions, PushReport
+    from modelyard.progress import ProgressBoard
 
 T = TypeVar("T")
 
@@ -433,9 +442,71 @@ class RemoteRegistry:
         rows = self._json("GET", "/deployments", params=params)["deployments"]
         return [_deployment(row) for row in rows]
 
-    def server_call(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        """A call the server runs for the CLI (deployments: the server holds the fleet's SSH keys)."""
-        return self._json(method, path, json=dict(body) if body is not None else None)
+    # Deployments run on the server: it holds the fleet file and the fleet's SSH keys. The fleet
+    # a call takes is the server's own, so `fleet` accepts no file.
+
+    def fleet(self, path: str | Path | None = None) -> Fleet:
+        from modelyard.distribute.fleet import Fleet
+
+        if path is not None:
+            raise InvalidInputError(
+                "a server deploys to its own fleet file; --fleet works only on a local registry", field="--fleet"
+            )
+        return Fleet.model_validate(self._json("GET", "/fleet"))
+
+    def fleet_check(self, fleet: Fleet, nodes: builtins.list[str] | None = None) -> builtins.list[NodeCheck]:
+        from modelyard.distribute.check import NodeCheck
+
+        checks = self._json("GET", "/fleet/check", params={"node": nodes} if nodes else {})
+        return [_build(NodeCheck, check) for check in checks]
+
+    def plan_deployment(
+        self,
+        assignments: builtins.list[str] | builtins.list[Assignment],
+        *,
+        fleet: Fleet,
+        require_stage: str = "production",
+        all_files: bool = False,
+    ) -> DistributionPlan:
+        from modelyard.distribute.plan import DistributionPlan
+
+        sent = [_assignment_json(assignment) for assignment in assignments]
+        body = {"assignments": sent, "require_stage": require_stage, "all_files": all_files}
+        return DistributionPlan.model_validate(self._json("POST", "/deployments/plan", json=body))
+
+    def push(
+        self, plan: DistributionPlan, options: PushOptions | None = None, board: ProgressBoard | None = None
+    ) -> PushReport:
+        """The server pushes (synchronously); progress is the server's, so no bars here."""
+        from modelyard.distribute.push import PushOptions, PushReport
+
+        options = options or PushOptions()
+        body = {
+            "plan": plan.model_dump(mode="json"),
+            "parallel": options.parallel,
+            "canary": options.canary,
+            "repair": options.repair,
+            "nodes": options.nodes,
+            "keep": options.keep,
+            "compress": options.compress,
+        }
+        report = self._json("POST", "/deployments/push", json=_without_none(body))
+        return PushReport(
+            outcomes=[_outcome(entry) for entry in report["outcomes"]],
+            held_back=[_outcome(entry) for entry in report["held_back"]],
+            seconds=float(report["seconds"]),
+        )
+
+    def rollback(self, name: str, node: str, fleet: Fleet) -> Outcome:
+        return _outcome(self._json("POST", "/deployments/rollback", json={"name": name, "node": node}))
+
+    def verify_deployments(
+        self, fleet: Fleet, *, nodes: builtins.list[str] | None = None, name: str | None = None
+    ) -> DriftReport:
+        from modelyard.distribute.drift import DriftFinding, DriftReport
+
+        report = self._json("POST", "/deployments/verify", json=_without_none({"nodes": nodes, "name": name}))
+        return DriftReport(findings=[_build(DriftFinding, finding) for finding in report["findings"]])
 
     def keys(self) -> builtins.list[ApiKey]:
         return [_api_key(entry) for entry in self._json("GET", "/keys")]
@@ -559,6 +630,25 @@ def _deployment(row: Mapping[str, Any]) -> Deployment:
         activated_at=when("activated_at"),
         updated_at=_datetime(row["updated_at"]),
         updated_by=row["updated_by"],
+    )
+
+
+def _outcome(entry: Mapping[str, Any]) -> Outcome:
+    from modelyard.distribute.install import Outcome
+
+    return _build(Outcome, entry)
+
+
+def _assignment_json(assignment: str | Assignment) -> str | dict[str, Any]:
+    if isinstance(assignment, str):
+        return assignment
+    return _without_none(
+        {
+            "artifact": assignment.reference,
+            "targets": assignment.targets,
+            "target_name": assignment.target_name,
+            "base": assignment.base,
+        }
     )
 
 

@@ -18,6 +18,7 @@ from modelyard.cli._common import (
     QuietOpt,
     format_bytes,
     open_registry,
+    open_registry_or_server,
     plural,
     print_json,
     print_table,
@@ -90,7 +91,7 @@ def fleet_init(
 @fleet_app.command("show")
 def fleet_show(fleet_file: FleetOpt = None, home: HomeOpt = None, json_output: JsonOpt = False) -> None:
     """List the fleet's nodes as the fleet file describes them."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         fleet = registry.fleet(fleet_file)
     if json_output:
         print_json(fleet.model_dump(mode="json"))
@@ -114,7 +115,7 @@ def fleet_check(
     fleet_file: FleetOpt = None, node: NodeOpt = None, home: HomeOpt = None, json_output: JsonOpt = False
 ) -> None:
     """Connect to each node: reachable or not, free disk, the tools and hasher modelyard will use."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         checks = registry.fleet_check(registry.fleet(fleet_file), node)
     if json_output:
         print_json([check.to_dict() for check in checks])
@@ -175,6 +176,7 @@ def deploy_plan(
     json_output: JsonOpt = False,
 ) -> None:
     """Make a distribution plan: which version goes to which nodes, the files and their digests."""
+    from modelyard.client import remote_configured
     from modelyard.distribute.plan import Assignment, load_assignments, parse_assignment
     from modelyard.distribute.report import plan_markdown
     from modelyard.distribute.slots import assign_slots
@@ -190,14 +192,24 @@ def deploy_plan(
     for text in assignments or []:
         looks_like_file = "=" not in text and text.endswith((".yaml", ".yml", ".json"))
         parsed += load_assignments(Path(text)) if looks_like_file else [parse_assignment(text)]
-    with open_registry(home) as registry:
-        fleet = registry.fleet(fleet_file)
-        slots = assign_slots(registry, fleet) if from_slots else None
-        if slots is not None:
+    if from_slots and home is None and remote_configured():
+        raise InvalidInputError(
+            "--from-slots reads the registry's vocabulary and fleet file: run it on the server, or give --home",
+            field="--from-slots",
+        )
+    slots: SlotAssignment | None = None
+    if from_slots:
+        with open_registry(home) as local:
+            fleet = local.fleet(fleet_file)
+            slots = assign_slots(local, fleet)
             if not parsed:
                 slots.require_some_filled()
             parsed += slots.assignments
-        plan = registry.plan_deployment(parsed, fleet=fleet, require_stage=require_stage, all_files=all_files)
+            plan = local.plan_deployment(parsed, fleet=fleet, require_stage=require_stage, all_files=all_files)
+    else:
+        with open_registry_or_server(home) as registry:
+            fleet = registry.fleet(fleet_file)
+            plan = registry.plan_deployment(parsed, fleet=fleet, require_stage=require_stage, all_files=all_files)
     markdown_path = markdown or out.with_suffix(".md")
     write_text_atomically(out, plan.to_json())
     write_text_atomically(markdown_path, plan_markdown(plan, rsync_template()))
@@ -279,7 +291,7 @@ def deploy_push(
     options = PushOptions(repair=repair, compress=compress, keep=keep, parallel=parallel, canary=canary, nodes=node)
     board = _board(quiet or json_output)
     try:
-        with open_registry(home) as registry:
+        with open_registry_or_server(home) as registry:
             report = registry.push(plan, options, board)
     finally:
         board.close()
@@ -332,11 +344,12 @@ def deploy_status(
     """The matrix of artifacts x nodes and each one's status (pending ... activated, failed, rolled_back)."""
     from modelyard.distribute.report import current_deployments, status_markdown, status_matrix
 
-    with open_registry(home) as registry:
-        rows = registry.deployments(name=name, node=node)
-        if markdown:
-            sys.stdout.write(status_markdown(registry, rows))
+    if markdown:  # the checklist reads versions and the fleet from the registry home
+        with open_registry(home) as local:
+            sys.stdout.write(status_markdown(local, local.deployments(name=name, node=node)))
             return
+    with open_registry_or_server(home) as registry:
+        rows = registry.deployments(name=name, node=node)
     if json_output:
         print_json(status_matrix(rows) | {"deployments": [row.to_dict() for row in rows]})
         return
@@ -365,7 +378,7 @@ def deploy_rollback(
     json_output: JsonOpt = False,
 ) -> None:
     """Switch a node back to the previous verified version it still holds; activate and check health."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         outcome = registry.rollback(name, node, registry.fleet(fleet_file))
     if json_output:
         print_json(outcome.to_dict())
@@ -386,7 +399,7 @@ def deploy_verify(
     json_output: JsonOpt = False,
 ) -> None:
     """Re-hash what every node serves and report drift (exit 1 when anything drifted)."""
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         report = registry.verify_deployments(registry.fleet(fleet_file), nodes=node, name=name)
     if json_output:
         print_json(report.to_dict())
