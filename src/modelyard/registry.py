@@ -396,14 +396,19 @@ class Registry:
 
         return lineage(self, reference)
 
-    def audit(self, target: str | None = None, *, limit: int = 100) -> builtins.list[dict[str, object]]:
-        """Audit events, newest first: all, one artifact's (NAME), or one version's (NAME@REF)."""
+    def audit(
+        self, target: str | None = None, *, limit: int = 100, offset: int = 0
+    ) -> builtins.list[dict[str, object]]:
+        """Audit events, newest first: all, one artifact's (NAME), or one version's (NAME@REF);
+        `offset` skips the newest events (pages)."""
         if target is None:
-            return self.catalog.events(limit)
+            return self.catalog.events(limit, offset=offset)
         if "@" in target:
             version = self.show(target)
-            return self.catalog.events(limit, artifact_name=version.artifact_name, version_number=version.number)
-        return self.catalog.events(limit, artifact_name=target)
+            return self.catalog.events(
+                limit, artifact_name=version.artifact_name, version_number=version.number, offset=offset
+            )
+        return self.catalog.events(limit, artifact_name=target, offset=offset)
 
     def prune(
         self, name: str, *, keep_last: int, older_than_seconds: float | None = None, dry_run: bool = True

@@ -44,6 +44,8 @@ ManifestBuilder = Callable[[int], ArtifactManifest]
 _INSERT_RETRIES = 5
 _FILE_INSERT_BATCH = 5000
 _FILES_TABLE = cast(Table, FileRow.__table__)
+# Built once: a fresh alias per query would rebuild its columns and miss SQLAlchemy's statement cache.
+_OTHER_VERSION = aliased(VersionRow, name="other_version")
 
 
 class Catalog:
@@ -385,7 +387,7 @@ class Catalog:
         )
         if latest_only and filters.stage is not None:
             # Each artifact's newest version in that stage (its latest may be in another).
-            other = aliased(VersionRow)
+            other = _OTHER_VERSION
             newest = (
                 select(func.max(other.number))
                 .where(other.artifact_id == VersionRow.artifact_id, other.stage == filters.stage)
@@ -528,16 +530,21 @@ class Catalog:
             session.add(_event(datetime.now(UTC), actor, action, artifact_name, version_number, details or {}))
 
     def events(
-        self, limit: int = 100, *, artifact_name: str | None = None, version_number: int | None = None
+        self,
+        limit: int = 100,
+        *,
+        artifact_name: str | None = None,
+        version_number: int | None = None,
+        offset: int = 0,
     ) -> list[dict[str, Any]]:
-        """The newest audit events first, optionally of one artifact or one version."""
+        """The newest audit events first (skipping the newest `offset`), optionally of one artifact or version."""
         with self._read() as session:
             query = select(EventRow)
             if artifact_name is not None:
                 query = query.where(EventRow.artifact_name == artifact_name)
             if version_number is not None:
                 query = query.where(EventRow.version_number == version_number)
-            rows = session.scalars(query.order_by(EventRow.id.desc()).limit(limit)).all()
+            rows = session.scalars(query.order_by(EventRow.id.desc()).offset(offset).limit(limit)).all()
             return [
                 {
                     "at": _utc(row.at).isoformat(),

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from modelyard.access import ApiKey, Principal
@@ -60,12 +60,14 @@ class KeyRecords:
     def principal(self, key_digest: str) -> Principal | None:
         """The active key with this digest, as a principal; None for an unknown or revoked key."""
         with self.catalog._read() as session:
-            row = session.execute(
-                select(ApiKeyRow.name, ApiKeyRow.role, ApiKeyRow.revoked_at).where(ApiKeyRow.digest == key_digest)
-            ).first()
+            row = session.execute(_BY_DIGEST, {"digest": key_digest}).first()
         if row is None or row.revoked_at is not None:
             return None
         return Principal(row.name, row.role)
+
+
+# Checked on every request: the statement is built once (bound parameter), not per call.
+_BY_DIGEST = select(ApiKeyRow.name, ApiKeyRow.role, ApiKeyRow.revoked_at).where(ApiKeyRow.digest == bindparam("digest"))
 
 
 def _key(row: ApiKeyRow) -> ApiKey:

@@ -179,6 +179,18 @@ class LifecycleRecords:
             ).all()
             return [StatusEntry(row.status, row.actor, _utc(row.at), row.reason) for row in rows]
 
+    def standing(self, version: VersionRecord) -> tuple[list[str], list[StatusEntry]]:
+        """A version's aliases and its status history, in one read (what the server shows with it)."""
+        with self.catalog._read() as session:
+            version_id = self.catalog._version_id(session, version.artifact_name, version.number)
+            aliases = session.scalars(
+                select(AliasRow.alias).where(AliasRow.version_id == version_id).order_by(AliasRow.alias)
+            ).all()
+            rows = session.scalars(
+                select(VersionStatusRow).where(VersionStatusRow.version_id == version_id).order_by(VersionStatusRow.id)
+            ).all()
+            return list(aliases), [StatusEntry(row.status, row.actor, _utc(row.at), row.reason) for row in rows]
+
     def status(self, version: VersionRecord) -> str | None:
         with self.catalog._read() as session:
             return self._status(session, self.catalog._version_id(session, version.artifact_name, version.number))

@@ -6,7 +6,7 @@ which roles hold which permission is `modelyard.access.PERMISSIONS`, the only on
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,14 +19,14 @@ ANONYMOUS = Principal("anonymous", "viewer")
 SESSION_COOKIE = "modelyard_session"
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:  # async: no thread hand-off for an attribute read
     registry: Registry = request.app.state.registry
     return registry
 
 
 def authenticate(request: Request) -> Principal:
     """The caller, from `Authorization: Bearer KEY`, else the UI's session cookie."""
-    registry = get_registry(request)
+    registry: Registry = request.app.state.registry
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, secret = header.partition(" ")
@@ -47,16 +47,21 @@ def authenticate(request: Request) -> Principal:
     raise AuthenticationError("missing API key: send Authorization: Bearer KEY (modelyard keys create)")
 
 
-def require(permission: str) -> Callable[..., Principal]:
+def require(permission: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller, who must hold `permission`."""
 
-    def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if not principal.can(permission):
-            raise refusal(principal, f"the '{permission}' permission")
-        return principal
+    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        return check_permission(principal, permission)
 
     dependency.__name__ = f"require_{permission.replace('.', '_')}"
     return dependency
+
+
+def check_permission(principal: Principal, permission: str) -> Principal:
+    """The principal, if it holds `permission`; otherwise the 401/403 error (see `refusal`)."""
+    if not principal.can(permission):
+        raise refusal(principal, f"the '{permission}' permission")
+    return principal
 
 
 def refusal(principal: Principal, needed: str) -> AuthenticationError | PermissionDeniedError:

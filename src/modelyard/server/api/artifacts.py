@@ -12,12 +12,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from modelyard.access import Principal
 from modelyard.domain import ListFilters, VersionRecord, VersionSummary
 from modelyard.errors import NotFoundError
+from modelyard.server.responses import BlobResponse
 from modelyard.server.security import RegistryDep, require
 
 router = APIRouter(prefix="/api/v1", tags=["artifacts"])
@@ -137,7 +138,8 @@ def show_version(name: str, ref: str, registry: RegistryDep, _: Reader) -> Versi
 def version_out(registry: Any, version: VersionRecord) -> VersionOut:
     import json
 
-    aliases = [entry.alias for entry in registry.aliases(version.artifact_name) if entry.version == version.ref]
+    aliases, history = registry.catalog.lifecycle.standing(version)
+    latest = history[-1].status if history else None
     return VersionOut(
         ref=version.ref,
         artifact_name=version.artifact_name,
@@ -147,15 +149,12 @@ def version_out(registry: Any, version: VersionRecord) -> VersionOut:
         semantic_version=version.semver,
         label=version.label,
         forced=version.forced,
-        status=registry.catalog.lifecycle.status(version),
+        status=None if latest in (None, "restored") else latest,
         registered_at=version.registered_at,
         registered_by=version.registered_by,
         source_path=version.source_path,
         aliases=aliases,
-        status_history=[
-            StatusEventOut(status=e.status, actor=e.actor, at=e.at, reason=e.reason)
-            for e in registry.catalog.lifecycle.status_history(version)
-        ],
+        status_history=[StatusEventOut(status=e.status, actor=e.actor, at=e.at, reason=e.reason) for e in history],
         manifest=json.loads(version.manifest_json),
     )
 
@@ -228,7 +227,7 @@ def download_file(name: str, ref: str, path: str, request: Request, registry: Re
     blob_path = getattr(registry.store, "blob_path", None)
     if blob_path is not None:
         # sendfile from the store, with Range and If-Range handled by Starlette
-        return FileResponse(blob_path(entry.sha256), media_type="application/octet-stream", headers=headers)
+        return BlobResponse(blob_path(entry.sha256), media_type="application/octet-stream", headers=headers)
     stream = registry.store.open(entry.sha256)
     return StreamingResponse(_chunks(stream), media_type="application/octet-stream", headers=headers)
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from modelyard.access import Principal
 from modelyard.errors import InvalidInputError
 from modelyard.server.api.artifacts import VersionOut, version_out
-from modelyard.server.security import RegistryDep, authenticate, refusal, require
+from modelyard.server.security import RegistryDep, authenticate, check_permission, refusal, require
 
 router = APIRouter(prefix="/api/v1", tags=["lifecycle"])
 Reader = Annotated[Principal, Depends(require("read"))]
@@ -156,9 +156,9 @@ class PromotionGate:
     permissions: Final = PROMOTE_PERMISSIONS
 
     def __call__(self, body: PromoteIn, principal: Annotated[Principal, Depends(may_promote)]) -> Principal:
-        require(self.permissions[body.to])(principal)
+        check_permission(principal, self.permissions[body.to])
         if body.force:
-            require("force")(principal)
+            check_permission(principal, "force")
         return principal
 
 
@@ -325,8 +325,7 @@ def audit(
     with registry.acting_as(principal):
         if artifact is not None and "@" not in artifact:
             registry.versions(artifact)  # an unknown name is a 404, not an empty history
-        # The catalog pages by count only: read the events up to the end of this page, keep the page.
-        return registry.audit(artifact, limit=offset + limit)[offset:]
+        return registry.audit(artifact, limit=limit, offset=offset)
 
 
 @router.post(

@@ -8,13 +8,14 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from modelyard.access import Principal
 from modelyard.distribute.source import REPAIR_BLOCK_SIZE, block_digests
 from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.registry import Registry
+from modelyard.server.responses import BlobResponse
 from modelyard.server.security import RegistryDep, require
 
 router = APIRouter(prefix="/api/v1", tags=["transfer"])
@@ -54,7 +55,7 @@ def get_blob(sha256: str, request: Request, registry: RegistryDep, _: Reader) ->
         return Response(status_code=304, headers={"ETag": etag})
     blob_path = getattr(registry.store, "blob_path", None)
     if blob_path is not None:
-        return FileResponse(blob_path(sha256), media_type="application/octet-stream", headers=headers)
+        return BlobResponse(blob_path(sha256), media_type="application/octet-stream", headers=headers)
     stream = registry.store.open(sha256)
 
     def chunks() -> Iterator[bytes]:
