@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[postgres,dev,torch]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[postgres,dev,torch,privacy]'
 	touch $(STAMP)
 
 install: $(STAMP)

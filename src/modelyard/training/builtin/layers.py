@@ -1,0 +1,122 @@
+"""Building blocks of the built-in models (this module imports torch).
+
+Every linear layer is a `Dense`: the layer between a QuantStub and a DeQuantStub. In a float
+model the stubs do nothing (and hold no weights); quantization-aware training gives each `Dense`
+a QAT qconfig, so exactly the linear layers become int8 while embeddings, norms and attention
+stay float (eager-mode quantization needs quantized inputs at each quantized layer).
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.ao.quantization import DeQuantStub, QuantStub
+
+
+class Dense(nn.Module):
+    """A linear layer that quantization-aware training can make int8."""
+
+    def __init__(self, inputs: int, outputs: int) -> None:
+        super().__init__()
+        self.quant = QuantStub()
+        self.linear = nn.Linear(inputs, outputs)
+        self.dequant = DeQuantStub()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dequant(self.linear(self.quant(x)))  # type: ignore[no-any-return]
+
+
+@contextmanager
+def quiet_quantization() -> Iterator[None]:
+    """torch 2.13 warns that torch.ao.quantization moves to torchao on every call; the API still
+    works and is the one the built-in trainers use, so the warning is noise in a training log."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*torch\.ao\.quantization")
+        warnings.filterwarnings("ignore", category=UserWarning, message=r".*quantize_per_tensor")
+        warnings.filterwarnings("ignore", category=UserWarning, message=r".*quantized tensor creation")
+        warnings.filterwarnings("ignore", category=UserWarning, message=r".*quant_min and quant_max")
+        # A QAT model rebuilt to load its saved int8 weights never ran its observers; the weights replace them.
+        warnings.filterwarnings("ignore", category=UserWarning, message=r"must run observer before")
+        yield
+
+
+def _ao() -> Any:
+    """torch.ao.quantization, whose functions carry no type annotations."""
+    return importlib.import_module("torch.ao.quantization")
+
+
+def prepare_qat(model: nn.Module) -> nn.Module:
+    """Give every Dense a QAT qconfig for this machine's quantized engine and insert fake quantization."""
+    with quiet_quantization():
+        qconfig = _ao().get_default_qat_qconfig(torch.backends.quantized.engine)
+        for module in model.modules():
+            if isinstance(module, Dense):
+                module.qconfig = qconfig
+        model.train()
+        prepared: nn.Module = _ao().prepare_qat(model, inplace=True)
+        return prepared
+
+
+def convert_int8(model: nn.Module) -> nn.Module:
+    """The int8 model of a QAT-prepared one (its linear layers quantized)."""
+    with quiet_quantization():
+        model.eval()
+        converted: nn.Module = _ao().convert(model, inplace=False)
+        return converted
+
+
+def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
+    """Post-training dynamic quantization: nn.Linear weights to qint8, activations quantized on the fly."""
+    with quiet_quantization():
+        model.eval()
+        quantized: nn.Module = _ao().quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        return quantized
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block with causal self-attention."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_factor: int = 2) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(hidden_size)
+        self.qkv = Dense(hidden_size, 3 * hidden_size)
+        self.proj = Dense(hidden_size, hidden_size)
+        self.norm2 = nn.LayerNorm(hidden_size)
+        self.up = Dense(hidden_size, mlp_factor * hidden_size)
+        self.down = Dense(mlp_factor * hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).split(width, dim=-1)
+        q, k, v = (part.view(batch, length, self.num_heads, -1).transpose(1, 2) for part in (q, k, v))
+        attended = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(attended.transpose(1, 2).reshape(batch, length, width))
+        return x + self.down(nn.functional.gelu(self.up(self.norm2(x))))  # type: ignore[no-any-return]
+
+
+class TinyLM(nn.Module):
+    """Token and position embeddings, `num_layers` blocks, a final norm and the output layer."""
+
+    def __init__(self, vocab_size: int, max_seq_length: int, hidden_size: int, num_layers: int, num_heads: int) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, hidden_size)
+        # An Embedding rather than a bare Parameter: Opacus computes per-sample gradients per layer type.
+        self.positions = nn.Embedding(max_seq_length, hidden_size)
+        self.blocks = nn.ModuleList(Block(hidden_size, num_heads) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(hidden_size)
+        self.head = Dense(hidden_size, vocab_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # One row of positions per sample: Opacus needs the batch dimension first in every layer's input.
+        positions = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
+        x = self.tokens(tokens) + self.positions(positions)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))  # type: ignore[no-any-return]
