@@ -186,6 +186,10 @@ BAD_POLICIES = [
     ("checks: [{command: {run: [x], shell: true}}]", "checks[0].command.shell", "unknown key 'shell'"),
     ("checks: [readable]\nbenchmark: python bench.py", "benchmark", "expected a mapping like {run:"),
     ("checks: [~]", "checks[0]", "a check is a name or a one-key mapping"),
+    ("checks: [privacy_level]", "checks[0].privacy_level", "expected a mapping like {allowed: [dp]}"),
+    ("checks: [{privacy_level: {allowed: []}}]", "checks[0].privacy_level.allowed", "lists no privacy level"),
+    ("checks: [{privacy_level: {allowed: [dpp]}}]", "checks[0].privacy_level.allowed[0]", "did you mean 'dp'?"),
+    ("checks: [{privacy_level: {levels: [dp]}}]", "checks[0].privacy_level", "expected a mapping"),
 ]
 
 
@@ -371,6 +375,17 @@ def test_an_incomplete_manifest_fails_naming_the_missing_fields(tmp_path: Path) 
 
     only_base = policy_of({"manifest_complete": {"fields": ["base_model"]}})
     assert run_checks(only_base, subject).passed
+
+
+def test_a_privacy_gate_requires_the_manifests_privacy_level(tmp_path: Path) -> None:
+    run = build_run(tmp_path)
+    private_only = policy_of({"privacy_level": {"allowed": ["dp", "secure-agg"]}})
+    plain = run_checks(private_only, subject_for(run, Calls(), manifest=manifest_for(run, privacy_level="none")))
+    assert not plain.passed
+    assert plain.checks[0].detail.startswith("privacy_level is none; the policy requires one of dp, secure-agg")
+    private = run_checks(private_only, subject_for(run, Calls(), manifest=manifest_for(run, privacy_level="dp")))
+    assert private.passed and private.checks[0].data == {"privacy_level": "dp"}
+    assert private_only.to_document()["checks"] == [{"privacy_level": {"allowed": ["dp", "secure-agg"]}}]
 
 
 def test_a_version_without_a_model_entry_fails_readable_and_pickles(tmp_path: Path) -> None:

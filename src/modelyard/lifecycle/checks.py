@@ -280,6 +280,8 @@ class _Validation:
             kind, verdict = "command", self.command(check)
         elif check.name == "manifest_complete":
             kind, verdict = "builtin", self.manifest_complete(check.fields)
+        elif check.name == "privacy_level":
+            kind, verdict = "builtin", self.privacy_level(check.allowed)
         else:
             kind, verdict = "builtin", self.builtins[check.name]()
         return CheckResult(
@@ -380,6 +382,16 @@ class _Validation:
             )
             return _Verdict(False, detail, {"missing": missing})
         return _Verdict(True, f"set: {', '.join(fields)}", {"fields": fields})
+
+    def privacy_level(self, allowed: list[str]) -> _Verdict:
+        level = self.subject.manifest.privacy_level
+        if level not in allowed:
+            detail = (
+                f"privacy_level is {level or 'not set'}; the policy requires one of {', '.join(allowed)} "
+                "(train with privacy_level dp or secure-agg, seed 000 section 4)"
+            )
+            return _Verdict(False, detail, {"privacy_level": level, "allowed": allowed})
+        return _Verdict(True, f"privacy_level {level}", {"privacy_level": level})
 
     def _no_model_entry(self) -> _Verdict:
         ref = self.subject.ref

@@ -34,9 +34,10 @@ from modelyard.digest import canonical_sha256
 from modelyard.errors import InvalidInputError
 from modelyard.loaders import load_document
 from modelyard.manifest import known_field_names
+from modelyard.names import PRIVACY_LEVELS
 
-BuiltinName = Literal["files_present", "readable", "pickles", "manifest_complete"]
-BUILTIN_CHECKS: tuple[str, ...] = ("files_present", "readable", "pickles", "manifest_complete")
+BuiltinName = Literal["files_present", "readable", "pickles", "manifest_complete", "privacy_level"]
+BUILTIN_CHECKS: tuple[str, ...] = ("files_present", "readable", "pickles", "manifest_complete", "privacy_level")
 CHECK_KINDS: tuple[str, ...] = (*BUILTIN_CHECKS, "metric", "command")
 Operator = Literal[">", ">=", "<", "<=", "==", "!="]
 OPERATORS: tuple[str, ...] = (">", ">=", "<", "<=", "==", "!=")
@@ -59,11 +60,13 @@ class _Frozen(BaseModel):
 
 
 class BuiltinCheck(_Frozen):
-    """A check modelyard implements itself. `fields` is used by manifest_complete only."""
+    """A check modelyard implements itself. `fields` is used by manifest_complete only, `allowed`
+    (the privacy levels a version may have) by privacy_level only."""
 
     kind: Literal["builtin"] = "builtin"
     name: BuiltinName
     fields: list[str] = Field(default_factory=list)
+    allowed: list[str] = Field(default_factory=list)
 
     @property
     def check_name(self) -> str:
@@ -279,6 +282,8 @@ def _parse_check(entry: JsonValue, field: str) -> BuiltinCheck | MetricThreshold
 
 
 def _parse_builtin(name: str, options: JsonValue, field: str) -> BuiltinCheck:
+    if name == "privacy_level":
+        return _parse_privacy_level(options, field)
     if name != "manifest_complete":
         if options not in (None, {}):
             raise _Problem(field, f"the {name} check takes no options, found {_describe(options)}")
@@ -415,6 +420,20 @@ def _number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
 
 
+def _parse_privacy_level(options: JsonValue, field: str) -> BuiltinCheck:
+    """`privacy_level: {allowed: [dp, secure-agg]}`: the version's manifest privacy_level must be one of them."""
+    example = "{allowed: [dp]}"
+    if not isinstance(options, dict) or set(options) != {"allowed"}:
+        raise _Problem(field, f"expected a mapping like {example}, found {_describe(options)}")
+    allowed = options["allowed"]
+    if not isinstance(allowed, list) or not allowed:
+        raise _Problem(f"{field}.allowed", f"lists no privacy level; e.g. {example}")
+    for index, level in enumerate(allowed):
+        if not isinstance(level, str) or level not in PRIVACY_LEVELS:
+            raise _Problem(f"{field}.allowed[{index}]", _unknown("privacy level", str(level), PRIVACY_LEVELS))
+    return _validate(BuiltinCheck, {"name": "privacy_level", "allowed": allowed}, field)
+
+
 def _check_document(check: BuiltinCheck | MetricThreshold | CommandCheck) -> JsonValue:
     if isinstance(check, MetricThreshold):
         return {"metric": {"name": check.name, "op": check.op, "value": check.value}}
@@ -422,4 +441,6 @@ def _check_document(check: BuiltinCheck | MetricThreshold | CommandCheck) -> Jso
         return {"command": {"name": check.name, "run": list(check.run), "timeout": check.timeout}}
     if check.name == "manifest_complete":
         return {"manifest_complete": {"fields": list(check.fields)}}
+    if check.name == "privacy_level":
+        return {"privacy_level": {"allowed": list(check.allowed)}}
     return check.name
