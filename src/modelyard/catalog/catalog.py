@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Engine, Table, and_, func, insert, or_, select
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, func, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, aliased
 
@@ -88,6 +88,12 @@ class Catalog:
     def _read(self) -> Iterator[Session]:
         with _database_errors(self.url), Session(self.engine) as session:
             yield session
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A plain connection for hot read paths that run prebuilt Core statements (no ORM session)."""
+        with _database_errors(self.url), self.engine.connect() as connection:
+            yield connection
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Session]:
@@ -341,6 +347,18 @@ class Catalog:
 
     def resolve(self, reference: Reference) -> VersionRecord:
         """The version a `NAME@REF` names; NotFoundError says what exists instead."""
+        if reference.version_number is not None or reference.ref == "latest":
+            # The common case (every API show): one prebuilt statement; a miss takes the path below,
+            # which says what exists instead.
+            values: dict[str, str | int]
+            if reference.version_number is None:
+                statement, values = _LATEST_VERSION, {"name": reference.name}
+            else:
+                statement, values = _NUMBERED_VERSION, {"name": reference.name, "number": reference.version_number}
+            with self._connect() as connection:
+                quick = connection.execute(statement, values).first()
+            if quick is not None:
+                return _record(reference.name, quick)
         with self._read() as session:
             artifact = session.scalars(select(ArtifactRow).where(ArtifactRow.name == reference.name)).first()
             if artifact is None:
@@ -609,7 +627,29 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _record(name: str, row: VersionRow) -> VersionRecord:
+_VERSION_COLUMNS = (
+    VersionRow.number,
+    VersionRow.manifest_json,
+    VersionRow.content_key,
+    VersionRow.registered_at,
+    VersionRow.registered_by,
+    VersionRow.source_path,
+    VersionRow.stage,
+    VersionRow.label,
+    VersionRow.semver,
+    VersionRow.forced,
+)
+_VERSION_OF_NAME = select(*_VERSION_COLUMNS).join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
+_NUMBERED_VERSION = _VERSION_OF_NAME.where(
+    ArtifactRow.name == bindparam("name"), VersionRow.number == bindparam("number")
+)
+_LATEST_VERSION = _VERSION_OF_NAME.where(
+    ArtifactRow.name == bindparam("name"), VersionRow.number == ArtifactRow.version_count
+)
+
+
+def _record(name: str, row: Any) -> VersionRecord:
+    """A VersionRecord from a VersionRow, or a Core row with its columns (`_VERSION_COLUMNS`)."""
     return VersionRecord(
         artifact_name=name,
         number=row.number,

@@ -59,8 +59,8 @@ class KeyRecords:
 
     def principal(self, key_digest: str) -> Principal | None:
         """The active key with this digest, as a principal; None for an unknown or revoked key."""
-        with self.catalog._read() as session:
-            row = session.execute(_BY_DIGEST, {"digest": key_digest}).first()
+        with self.catalog._connect() as connection:
+            row = connection.execute(_BY_DIGEST, {"digest": key_digest}).first()
         if row is None or row.revoked_at is not None:
             return None
         return Principal(row.name, row.role)
