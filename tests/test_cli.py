@@ -7,6 +7,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from conftest import CliResult, RunBuilder
 from modelyard.manifest import SCHEMA_PATH
 
@@ -156,25 +158,33 @@ def test_a_terminal_gets_a_progress_bar_and_quiet_silences_it(tmp_path: Path) ->
     assert "registered gpt-small-v1@1" in quiet
 
 
-def test_the_demo_walks_registration_and_the_lifecycle_and_is_idempotent(cli: Callable[..., CliResult]) -> None:
+def test_the_demo_trains_quantizes_promotes_deploys_and_is_idempotent(cli: Callable[..., CliResult]) -> None:
     """`make demo`, the README's first command, on a fresh home: every step, then the same again."""
-    first = cli("demo", check=True, timeout=300)
+    pytest.importorskip("torch")
+    first = cli("demo", check=True, timeout=600)
     for step in (
-        "2. modelyard register",
-        "model entry",
-        "7. modelyard validate",
-        "8. modelyard approve",
-        "9. modelyard layout",
+        "produces vision-tiny-mlp-classification-int8-v1",
+        "| epoch 8/8",
+        "quantized after training, vision-tiny-mlp-classification-int8-v1@1",
+        "--policy policy.yaml: 5 gates passed",
+        "--policy policy-int8.yaml: 6 gates passed",
+        "modelyard approve vision-tiny-mlp-classification-int8-v1@2 --approved-by demo-approver",
+        "edge-1   vision-tiny-mlp-classification-int8-v1@3 activated",
+        "edge-1 ok, edge-2 ok",
+        "modelyard serve --home",
     ):
         assert step in first.stdout, step
-    assert "vision-vit-base16-embed-v1@3 (v5_5_20251124_prod_v1.0.0)" in first.stdout
-    again = cli("demo", check=True, timeout=300)
-    assert (
-        "created=False" in again.stdout and "already validated" in again.stdout and "already released" in again.stdout
-    )
+    assert "vision-tiny-mlp-classification-int8-v1  activated 3  activated 3" in first.stdout
+    again = cli("demo", check=True, timeout=600)
+    assert "already trained" in again.stdout and "already released" in again.stdout
+    assert "edge-2   vision-tiny-mlp-classification-int8-v1@3 up to date" in again.stdout
     listed = cli("list", "--all-versions", "--json", check=True).json()
-    assert [(row["ref"], row["stage"]) for row in listed] == [
-        ("vision-vit-base16-embed-v1@3", "production"),
-        ("vision-vit-base16-embed-v1@2", "validated"),
-        ("vision-vit-base16-embed-v1@1", "raw"),
+    assert sorted((row["ref"], row["stage"]) for row in listed) == [
+        ("vision-tiny-mlp-classification-int8-v1@1", "raw"),
+        ("vision-tiny-mlp-classification-int8-v1@2", "validated"),
+        ("vision-tiny-mlp-classification-int8-v1@3", "production"),
+        ("vision-tiny-mlp-classification-v1@1", "raw"),
+        ("vision-tiny-mlp-classification-v1@2", "validated"),
     ]
+    lineage = cli("lineage", "vision-tiny-mlp-classification-int8-v1@production", "--json", check=True).json()
+    assert [step["ref"] for step in lineage][-1] == "vision-tiny-mlp-classification-v1@1"

@@ -507,13 +507,15 @@ def test_the_quantization_mode_defaults_from_the_form_and_dp_goes_with_privacy_l
 def test_definitions_are_saved_listed_and_read_back(any_registry: Registry) -> None:
     command = {"kind": "command", "argv": ["python", "train.py"], "workdir": "/srv/jobs", "env": {"SEED": "1"}}
     first = define_job(any_registry, load_definition({**GPT, "run": BUILTIN, "name": "gpt-int8"}))
-    second = define_job(any_registry, load_definition({**VISION, "run": command, "executor": "gpu-node-1"}))
+    second = define_job(
+        any_registry, load_definition({**VISION, "run": command, "executor": "torchrun", "nodes": ["gpu-node-1"]})
+    )
     assert (first.id, first.name, first.artifact_name) == (1, "gpt-int8", "gpt-small-v1-lm-finetune-int8-v1")
     assert first.training_config_hash == GPT_HASH and first.created_by == current_user()
     assert second.artifact_name == "vision-vit-base16-embed-v1" and second.name is None
     assert [r.id for r in job_definitions(any_registry)] == [1, 2]
     again = job_definition(any_registry, 2)
-    assert again == second and again.definition.run.kind == "command" and again.definition.executor == "gpu-node-1"
+    assert again == second and again.definition.run.kind == "command" and again.definition.nodes == ["gpu-node-1"]
     assert again.created_at.tzinfo is not None
     events = [e for e in any_registry.events() if e["action"] == "job_definition.create"]
     assert len(events) == 2
@@ -669,7 +671,15 @@ def test_the_server_saves_definitions_for_jobs_submit_and_shows_them_to_readers(
     trainer = server.auth(server.key("trainer", name="tara"))
     viewer = server.auth(server.key("viewer"))
     url = server.url + "/api/v1/training/definitions"
-    body = {**GPT, "privacy_level": "dp", "dp": DP, "run": BUILTIN, "executor": "node-7", "name": "gpt-dp"}
+    body = {
+        **GPT,
+        "privacy_level": "dp",
+        "dp": DP,
+        "run": BUILTIN,
+        "executor": "torchrun",
+        "nodes": ["node-7"],
+        "name": "gpt-dp",
+    }
     forbidden = httpx.post(url, json=body, headers=viewer)
     assert forbidden.status_code == 403 and "jobs.submit" in forbidden.json()["error"]["message"]
     created = httpx.post(url, json=body, headers=trainer)
@@ -697,7 +707,18 @@ def test_the_server_saves_definitions_for_jobs_submit_and_shows_them_to_readers(
     reference = paths["/api/v1/training/definitions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     schema = openapi["components"]["schemas"][reference["$ref"].rsplit("/", 1)[1]]
     properties = schema["properties"]
-    for field in [*LearningForm.model_fields, "run", "executor", "quantization_mode", "dp", "timeout_seconds", "name"]:
+    for field in [
+        *LearningForm.model_fields,
+        "run",
+        "executor",
+        "nproc_per_node",
+        "nodes",
+        "pass_flags",
+        "quantization_mode",
+        "dp",
+        "timeout_seconds",
+        "name",
+    ]:
         assert field in properties and properties[field].get("description"), field
     assert set(schema["required"]) == {"component", "base_model", "task", "run"}
     assert properties["run"]["discriminator"]["propertyName"] == "kind"

@@ -1,211 +1,242 @@
-"""The end-to-end walk behind `modelyard demo`: make a small training output, register it, show it.
+"""The end-to-end demo behind `modelyard demo` (the README's first command), on this machine:
 
-The generated run looks like seed 003's raw example (checkpoints, metrics, config, log, README)
-and carries the `artifact_manifest.json` a training script writes (seed 000's first example:
-`vision-vit-base16-embed-v1`). Its content is fixed, so running the demo again finds the same
-version instead of making a new one.
+1. a learning form (seed 000 section 3) becomes a job: its artifact name, manifest preview and
+   training_config_hash, as the web form shows them;
+2. the built-in `tiny-classifier` trains on CPU on data it generates; the run registers itself as a
+   raw artifact, and post-training quantization registers a linked `-int8` artifact (seed 000
+   section 4);
+3. both are validated against a policy and promoted to validated; an approver approves the int8
+   model and promotes it to production (seed 003);
+4. the production version goes to a small local fleet, is verified there, and the status matrix
+   is printed (seed 004);
+5. the user is told how to open the web UI on the result.
+
+Run again, it finds what the first run made (no second training, no new versions) and pushes
+nothing a node already holds.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from modelyard.digest import training_config_hash
 from modelyard.domain import VersionRecord
-from modelyard.names import MANIFEST_FILENAME
+from modelyard.errors import ModelyardError, NotFoundError
 from modelyard.registry import Registry
 
-DEMO_NAME = "vision-vit-base16-embed-v1"
-TRAINING_CONFIG = {"batch_size": 256, "epochs": 10, "learning_rate": 1e-4, "optimizer": "adamw"}
+Say = Callable[[str], None]
+
+# The learning form of the demo job: what a user fills in on the web form's page.
+DEMO_FORM: dict[str, Any] = {
+    "component": "vision",
+    "base_model": "tiny-mlp",
+    "task": "classification",
+    "input_size": 16,
+    "hidden_size": 64,
+    "num_layers": 2,
+    "embedding_dim": 32,
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+    "optimizer": "adamw",
+    "epochs": 8,
+    "weight_decay": 0.01,
+    "quantize": "int8",
+    "checkpoint_interval": 2,
+    "train_data_tags": ["synthetic-blobs"],
+    "privacy_level": "none",
+}
+DEMO_JOB: dict[str, Any] = {
+    **DEMO_FORM,
+    "name": "demo-tiny-classifier",
+    "run": {"kind": "builtin", "trainer": "tiny-classifier"},
+    "executor": "local",
+    "quantization_mode": "post-training",
+    "timeout_seconds": 600,
+}
+# Seed 003's gates, with thresholds the built-in trainer's metrics must meet; the int8 model is
+# judged on its own accuracy and on how far quantization moved its outputs.
+GATES = """\
+checks:
+  - files_present
+  - readable
+  - pickles
+  - manifest_complete: {fields: [base_model, task, training_config_hash, precision]}
+"""
+FLOAT_POLICY = GATES + '  - metric: "best_val_accuracy >= 0.8"\n'
+INT8_POLICY = GATES + '  - metric: "quantized_val_accuracy >= 0.8"\n  - metric: "max_abs_diff < 0.5"\n'
+NODES = ("edge-1", "edge-2")
 
 
-def make_demo_run(directory: Path) -> Path:
-    """Write the demo training output (idempotent: files are written once)."""
-    from safetensors.numpy import save_file
-
-    run = directory / "v5_5_20251124"
-    if (run / MANIFEST_FILENAME).exists():
-        return run
-    staging = directory / ".v5_5_20251124.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / "checkpoints").mkdir(parents=True)
-    (staging / "metrics").mkdir()
-    rng = np.random.default_rng(20251124)
-    for index, name in enumerate(("epoch_5", "epoch_10")):
-        # timm's ViT-B/16 names and shapes (one block): inspection recognises the architecture.
-        tensors = {
-            "cls_token": rng.standard_normal((1, 1, 768)).astype(np.float16),
-            "pos_embed": rng.standard_normal((1, 197, 768)).astype(np.float16),
-            "patch_embed.proj.weight": rng.standard_normal((768, 3, 16, 16)).astype(np.float16),
-            "patch_embed.proj.bias": np.zeros(768, dtype=np.float16),
-            "blocks.0.norm1.weight": np.ones(768, dtype=np.float16),
-        }
-        save_file(
-            tensors, str(staging / "checkpoints" / f"{name}.safetensors"), metadata={"epoch": str(5 * (index + 1))}
-        )
-    shutil.copy(staging / "checkpoints" / "epoch_10.safetensors", staging / "checkpoints" / "best.safetensors")
-    shutil.copy(staging / "checkpoints" / "epoch_10.safetensors", staging / "checkpoints" / "latest.safetensors")
-    (staging / "checkpoints" / "manifest.json").write_text(json.dumps({"best": "epoch_10", "latest": "epoch_10"}))
-    (staging / "metrics" / "training_metrics.json").write_text(
-        json.dumps({"best_val_loss": 0.38, "coverage": 0.99, "loss": [0.91, 0.64, 0.47, 0.41, 0.38]}, indent=2)
-    )
-    (staging / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in TRAINING_CONFIG.items()))
-    (staging / "training.log").write_text("".join(f"epoch {e} loss {0.9 - e * 0.05:.2f}\n" for e in range(1, 11)))
-    (staging / "README.md").write_text("# ViT-base/16 embedding, demo run\n")
-    manifest = {
-        "artifact_name": DEMO_NAME,
-        "component": "vision",
-        "base_model": "vit-base16",
-        "task": "embed",
-        "embedding_dim": 768,
-        "precision": "fp16",
-        "quantized": False,
-        "training_config": TRAINING_CONFIG,
-        "training_config_hash": training_config_hash(TRAINING_CONFIG),
-        "train_data_tags": ["imagenet-1k"],
-        "license": "apache-2.0",
-        "node_type": "encoder",
-        "privacy_level": "none",
-        "input_spec": {"input_size": [224, 224]},
-        "model_config": {"hidden_size": 768, "num_layers": 12, "num_heads": 12},
-        "checkpoint_policy": {"checkpoint_interval": 5},
-        "metrics": {"best_val_loss": 0.38, "coverage": 0.99},
-    }
-    (staging / MANIFEST_FILENAME).write_text(json.dumps(manifest, indent=2))
-    # The run "finished" at a fixed time, so its created_at and name are the same on every machine.
-    finished = datetime(2025, 11, 24, 10, 30, tzinfo=UTC).timestamp()
-    for path in staging.rglob("*"):
-        os.utime(path, (finished, finished))
-    staging.rename(run)
-    return run
-
-
-def run_demo(registry: Registry, say: Callable[[str], None]) -> None:
-    """Register the demo run twice (the second finds the same version), show, verify, export."""
+def run_demo(registry: Registry, say: Say) -> None:
+    """The whole walk; each step prints what it did and the command that does it alone."""
     demo_dir = registry.settings.home / "demo"
-    run = make_demo_run(demo_dir)
-    say(f"1. A training output like seed 003's raw example, with the manifest of seed 000: {run}")
-
+    demo_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    first = registry.register(run)
-    verb = "registered" if first.created else "already registered"
+    float_ref, int8_ref = _train(registry, demo_dir, say)
+    float_policy, int8_policy = demo_dir / "policy.yaml", demo_dir / "policy-int8.yaml"
+    float_policy.write_text(FLOAT_POLICY, encoding="utf-8")
+    int8_policy.write_text(INT8_POLICY, encoding="utf-8")
+    validated_float = _validate_and_promote(registry, float_ref, float_policy, say, step=4)
+    validated_int8 = _validate_and_promote(registry, int8_ref, int8_policy, say, step=5)
+    production = _release(registry, validated_int8, say)
+    _distribute(registry, production, demo_dir, say)
     say(
-        f"2. modelyard register {run}\n   {verb} {first.version.ref}: {first.files_total} files, "
-        f"{first.bytes_total} bytes, {first.bytes_added} new ({time.perf_counter() - started:.2f} s)"
-    )
-    started = time.perf_counter()
-    again = registry.register(run)
-    say(
-        f"3. register again: {again.version.ref}, created={again.created}, files read={again.files_read} "
-        f"({time.perf_counter() - started:.3f} s; unchanged files are known by their stat)"
-    )
-    version = registry.show(first.version.ref)
-    manifest = version.manifest
-    say(
-        f"4. modelyard show {version.ref}\n   base_model={manifest.base_model} task={manifest.task} "
-        f"embedding_dim={manifest.embedding_dim} precision={manifest.precision} node_type={manifest.node_type}\n"
-        f"   training_config_hash={manifest.training_config_hash}"
-    )
-    for entry in manifest.files:
-        say(f"     {entry.size:>9}  {entry.sha256[:16]}  {entry.path}")
-    config = registry.model_config(version.ref)
-    if config is not None:
-        runtimes = ", ".join(c.runtime for c in config.compatibility() if c.compatible) or "none"
-        parameters = f"{config.parameter_count:,}" if config.parameter_count is not None else "unknown"
-        say(
-            f"   model entry (read from the headers, weights never loaded): {config.model_type} ({config.task}), "
-            f"{parameters} parameters ({config.dtype}), pickles: {config.pickle_scan.verdict}; "
-            f"runtimes: {runtimes}"
-        )
-    report = registry.verify(DEMO_NAME)
-    say(f"5. modelyard verify {DEMO_NAME}: {'ok' if report.ok else 'PROBLEMS'}, {report.blobs_checked} blobs re-hashed")
-    zip_path = demo_dir / f"{DEMO_NAME}-{version.number}.zip"
-    zip_path.unlink(missing_ok=True)
-    registry.export(version.ref, zip_path=zip_path)
-    say(f"6. modelyard export {version.ref} --zip {zip_path}  (the upload ZIP of seed 000, manifest inside)")
-    production = _lifecycle(registry, version.ref, demo_dir, say)
-    _distribute(registry, production.ref, demo_dir, say)
-    say(
-        f"\nRegistry home: {registry.settings.home}\n"
-        f"Next: modelyard list --all-versions; modelyard lineage {DEMO_NAME}@production; "
-        f"modelyard audit {DEMO_NAME}; modelyard register YOUR_RUN_DIR --link"
+        f"\nDone in {time.perf_counter() - started:.0f} s. Registry home: {registry.settings.home}\n"
+        f"  modelyard list --all-versions          every version, with its stage\n"
+        f"  modelyard lineage {production.artifact_name}@production\n"
+        f"  modelyard show {validated_float.ref}\n"
+        "Open the web UI on this registry:\n"
+        f"  modelyard keys create --name you --role admin --home {registry.settings.home}\n"
+        f"  modelyard serve --home {registry.settings.home}\n"
+        "  then open http://127.0.0.1:8600/ and log in with the key"
     )
 
 
-def _lifecycle(registry: Registry, raw_ref: str, demo_dir: Path, say: Callable[[str], None]) -> VersionRecord:
-    """Seed 003: validate the best checkpoint, promote it, approve it, release 1.0.0, lay it out.
-    Done once: a second run finds the versions the first one made."""
-    from modelyard.errors import ModelyardError
+# -- 1-3: the form, the job, its two artifacts -----------------------------------------------------
 
-    raw = registry.show(raw_ref)
-    promoted = registry.catalog.lifecycle.children(raw)
-    if promoted:
-        validated = promoted[-1]
-        say(f"7. already validated: {validated.ref} ({validated.label})")
-    else:
-        outcome = registry.validate(raw.ref, checkpoint="best")
-        verdict = "passed" if outcome.report.passed else "FAILED"
-        say(f"7. modelyard validate {raw.ref} --checkpoint best: {len(outcome.report.checks)} gates {verdict}")
-        validated = registry.promote(raw.ref, "validated", checkpoint="best")
-        say(f"   modelyard promote {raw.ref} --to validated: {validated.ref} ({validated.label})")
+
+def _train(registry: Registry, demo_dir: Path, say: Say) -> tuple[str, str]:
+    """Train the demo job once; later runs find the versions it registered."""
+    from modelyard.training.form import preview
+    from modelyard.training.jobs import load_definition
+
+    definition = load_definition(DEMO_JOB, "the demo job")
+    shown = preview(definition.form(), registry)
+    say(
+        "1. The learning form (seed 000 section 3): "
+        + ", ".join(f"{key}={value}" for key, value in DEMO_FORM.items() if key != "train_data_tags")
+        + f"\n   produces {shown.artifact_name}, training_config_hash {shown.training_config_hash[:16]}..."
+        "\n   (modelyard train --builtin tiny-classifier --component vision --base-model tiny-mlp ... --dry-run)"
+    )
+    existing = _trained_before(registry, shown.artifact_name)
+    if existing is not None:
+        float_ref, int8_ref = existing
+        say(f"2. already trained: {float_ref} and its int8 model {int8_ref} (remove the registry home to start over)")
+        return float_ref, int8_ref
+    return _run_training(registry, definition, demo_dir, say)
+
+
+def _trained_before(registry: Registry, int8_name: str) -> tuple[str, str] | None:
+    """The raw float and int8 versions an earlier demo run registered, if any."""
     try:
-        production = registry.show(f"{DEMO_NAME}@1.0.0")
-        say(f"8. already released: {production.ref} ({production.label})")
-    except ModelyardError:
-        registry.approve(validated.ref, approved_by="demo-approver", note="the demo approves its own run")
-        production = registry.promote(validated.ref, "production", version="1.0.0")
-        say(
-            f"8. modelyard approve {validated.ref} --approved-by demo-approver; "
-            f"modelyard promote {validated.ref} --to production --version 1.0.0: {production.ref} ({production.label})"
-        )
-    chain = " <- ".join(f"{step.ref} [{step.stage}]" for step in registry.lineage(production.ref))
-    say(f"   lineage: {chain}")
-    layout = registry.layout(demo_dir / "artifacts", [DEMO_NAME])
+        int8 = registry.show(f"{int8_name}@1")
+    except NotFoundError:
+        return None
+    parent = int8.manifest.derived_from
+    return (parent, int8.ref) if parent else None
+
+
+def _run_training(registry: Registry, definition: Any, demo_dir: Path, say: Say) -> tuple[str, str]:
+    from modelyard.training.runner import run_job
+
+    say("2. modelyard train --builtin tiny-classifier ... (the job's output, live):")
+
+    def show_line(line: str) -> None:
+        say(f"   | {line.rstrip()}")
+
+    started = time.perf_counter()
+    result = run_job(registry, definition, run_dir=demo_dir / "run", on_output=show_line)
+    if not result.ok or len(result.registered) != 2:
+        raise ModelyardError(f"the demo's training job {result.status}: {result.message}\n{result.log_tail}")
+    float_ref, int8_ref = result.registered
+    float_version, int8_version = registry.show(float_ref), registry.show(int8_ref)
     say(
-        f"9. modelyard layout {demo_dir / 'artifacts'}: raw/, validated/ and production/ as seed 003 draws them "
-        f"({len(layout.written)} written, {layout.unchanged} unchanged)"
+        f"3. the run registered itself in {time.perf_counter() - started:.0f} s: {float_ref} "
+        f"({_size(float_version)}) and, quantized after training, {int8_ref} ({_size(int8_version)}, "
+        f"quantized={int8_version.manifest.quantized}, derived from {int8_version.manifest.derived_from})"
+    )
+    return float_ref, int8_ref
+
+
+def _size(version: VersionRecord) -> str:
+    weights = sum(f.size for f in version.manifest.files if f.path.startswith("checkpoints/model"))
+    return f"model {weights / 1024:.1f} KiB"
+
+
+# -- 4-6: validation, promotion, approval -------------------------------------------------------------
+
+
+def _validate_and_promote(registry: Registry, raw_ref: str, policy: Path, say: Say, *, step: int) -> VersionRecord:
+    raw = registry.show(raw_ref)
+    promoted = [
+        child
+        for child in registry.catalog.lifecycle.children(raw)
+        if child.artifact_name == raw.artifact_name and child.stage == "validated"
+    ]
+    if promoted:
+        say(f"{step}. already validated: {promoted[-1].ref} ({promoted[-1].label})")
+        return promoted[-1]
+    outcome = registry.validate(raw.ref, policy=policy)
+    verdict = "passed" if outcome.report.passed else "FAILED"
+    say(f"{step}. modelyard validate {raw.ref} --policy {policy.name}: {len(outcome.report.checks)} gates {verdict}")
+    for line in outcome.report.summary_lines():
+        say(f"     {line}")
+    validated = registry.promote(raw.ref, "validated", policy=policy)
+    say(f"   modelyard promote {raw.ref} --to validated: {validated.ref} ({validated.label})")
+    return validated
+
+
+def _release(registry: Registry, validated: VersionRecord, say: Say) -> VersionRecord:
+    try:
+        production = registry.show(f"{validated.artifact_name}@1.0.0")
+        say(f"6. already released: {production.ref} ({production.label})")
+        return production
+    except ModelyardError:
+        pass
+    registry.approve(validated.ref, approved_by="demo-approver", note="the demo's approver")
+    production = registry.promote(validated.ref, "production", version="1.0.0")
+    chain = " <- ".join(f"{step.ref} [{step.stage}]" for step in registry.lineage(production.ref))
+    say(
+        f"6. modelyard approve {validated.ref} --approved-by demo-approver\n"
+        f"   modelyard promote {validated.ref} --to production --version 1.0.0: {production.ref}\n"
+        f"   lineage: {chain}"
     )
     return production
 
 
-def _distribute(registry: Registry, production_ref: str, demo_dir: Path, say: Callable[[str], None]) -> None:
-    """Seed 004 on this machine: a fleet of one local node, a plan, a push, the node's status."""
-    from modelyard.distribute.report import current_deployments
+# -- 7-8: a small local fleet ---------------------------------------------------------------------------
 
+
+def _distribute(registry: Registry, production: VersionRecord, demo_dir: Path, say: Say) -> None:
+    """Seed 004 on this machine: two local nodes, a plan, a push, verification, the status matrix."""
     fleet_file = demo_dir / "fleet.yaml"
-    models_root = demo_dir / "fleet" / "models"
-    fleet_file.write_text(
-        "nodes:\n"
-        "  - name: demo-node\n"
+    nodes = "".join(
+        f"  - name: {node}\n"
         "    host: local\n"
         "    node_type: inference\n"
-        f"    models_root: {models_root}\n"
-        '    health: test -f "$MODELYARD_SERVING_PATH/artifact_manifest.json"\n',
-        encoding="utf-8",
+        f"    models_root: {demo_dir / 'fleet' / node}\n"
+        '    health: test -f "$MODELYARD_SERVING_PATH/artifact_manifest.json"\n'
+        for node in NODES
     )
+    fleet_file.write_text(f"nodes:\n{nodes}", encoding="utf-8")
     fleet = registry.fleet(fleet_file)
-    plan = registry.plan_deployment([f"{production_ref}=demo-node"], fleet=fleet)
+    name = production.artifact_name
+    plan = registry.plan_deployment([f"{production.ref}={','.join(NODES)}"], fleet=fleet)
     item = plan.artifacts[0]
     say(
-        f"10. modelyard deploy plan {DEMO_NAME}@production=demo-node --fleet {fleet_file} --out plan.json\n"
-        f"    {item.ref}: {len(item.files)} files ({item.profile} profile; "
-        f"{item.left_out} files a server does not read stay behind)"
+        f"7. modelyard deploy plan {name}@production={','.join(NODES)} --fleet {fleet_file} --out plan.json\n"
+        f"   {item.ref}: {len(item.files)} files, {item.bytes} bytes ({item.profile} profile)\n"
+        "   modelyard deploy push plan.json"
     )
-    report = registry.push(plan)
-    for outcome in report.outcomes:
+    for outcome in registry.push(plan).outcomes:
         state = "up to date" if outcome.up_to_date else outcome.status
-        say(
-            f"    modelyard deploy push plan.json: {outcome.node} {outcome.ref} {state} "
-            f"at {models_root / item.target_name}"
-        )
-    for row in current_deployments(registry.deployments(name=DEMO_NAME)):
-        checks = ", ".join(f"{name} {check['status']}" for name, check in row.checks.items())
-        say(f"    modelyard deploy status: {row.node} {row.ref} {row.status} ({checks})")
+        say(f"     {outcome.node:<8} {outcome.ref} {state}" + (f": {outcome.reason}" if outcome.reason else ""))
+    drift = registry.verify_deployments(fleet, name=name)
+    say(f"   modelyard deploy verify {name}: " + ", ".join(f"{f.node} {f.state}" for f in drift.findings))
+    say("8. modelyard deploy status")
+    for line in _status_lines(registry, name):
+        say(f"     {line}")
+
+
+def _status_lines(registry: Registry, name: str) -> list[str]:
+    from modelyard.distribute.report import current_deployments
+
+    current = current_deployments(registry.deployments(name=name))
+    nodes = sorted({row.node for row in current})
+    targets = sorted({row.target_name for row in current})
+    cells = {(row.target_name, row.node): f"{row.status} {row.ref.rsplit('@', 1)[1]}" for row in current}
+    rows = [["ARTIFACT", *nodes], *([t, *(cells.get((t, n), "-") for n in nodes)] for t in targets)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]

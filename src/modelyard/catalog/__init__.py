@@ -5,4 +5,4 @@ use `modelyard.catalog.catalog.Catalog` for everything else.
 """
 
 # The Alembic head this code expects; tests check it matches catalog/migrations/versions.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"

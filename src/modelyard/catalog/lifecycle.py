@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from modelyard.catalog.tables import (
@@ -53,6 +53,22 @@ class Approval:
     os_user: str
     at: datetime
     note: str | None
+
+
+def _of_version(statement: Any, version_id: Any) -> Any:
+    """`statement` restricted to the version NAME@NUMBER given as the bound parameters name and number."""
+    return (
+        statement.join(VersionRow, VersionRow.id == version_id)
+        .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
+        .where(ArtifactRow.name == bindparam("name"), VersionRow.number == bindparam("number"))
+    )
+
+
+_ALIASES_OF_VERSION = _of_version(select(AliasRow.alias), AliasRow.version_id).order_by(AliasRow.alias)
+_STATUS_OF_VERSION = _of_version(
+    select(VersionStatusRow.status, VersionStatusRow.actor, VersionStatusRow.at, VersionStatusRow.reason),
+    VersionStatusRow.version_id,
+).order_by(VersionStatusRow.id)
 
 
 @dataclass(frozen=True)
@@ -180,16 +196,13 @@ class LifecycleRecords:
             return [StatusEntry(row.status, row.actor, _utc(row.at), row.reason) for row in rows]
 
     def standing(self, version: VersionRecord) -> tuple[list[str], list[StatusEntry]]:
-        """A version's aliases and its status history, in one read (what the server shows with it)."""
-        with self.catalog._read() as session:
-            version_id = self.catalog._version_id(session, version.artifact_name, version.number)
-            aliases = session.scalars(
-                select(AliasRow.alias).where(AliasRow.version_id == version_id).order_by(AliasRow.alias)
-            ).all()
-            rows = session.scalars(
-                select(VersionStatusRow).where(VersionStatusRow.version_id == version_id).order_by(VersionStatusRow.id)
-            ).all()
-            return list(aliases), [StatusEntry(row.status, row.actor, _utc(row.at), row.reason) for row in rows]
+        """A version's aliases and its status history: what the server shows with every version,
+        so two prebuilt statements on one connection (no ORM session, no id lookup)."""
+        key = {"name": version.artifact_name, "number": version.number}
+        with self.catalog._connect() as connection:
+            aliases = connection.execute(_ALIASES_OF_VERSION, key).scalars().all()
+            rows = connection.execute(_STATUS_OF_VERSION, key).all()
+        return list(aliases), [StatusEntry(row.status, row.actor, _utc(row.at), row.reason) for row in rows]
 
     def status(self, version: VersionRecord) -> str | None:
         with self.catalog._read() as session:
@@ -336,7 +349,11 @@ class LifecycleRecords:
             if row is None or row.derived_from_id is None:
                 return None
             parent = session.get(VersionRow, row.derived_from_id)
-            return _record(version.artifact_name, parent) if parent is not None else None
+            if parent is None:
+                return None
+            # A derivation may cross artifacts (an -int8 model quantized from its float one).
+            artifact = session.get(ArtifactRow, parent.artifact_id)
+            return _record(artifact.name if artifact is not None else version.artifact_name, parent)
 
     def children(self, version: VersionRecord) -> list[VersionRecord]:
         """The versions promoted from this one."""
@@ -344,10 +361,13 @@ class LifecycleRecords:
 
         with self.catalog._read() as session:
             version_id = self.catalog._version_id(session, version.artifact_name, version.number)
-            rows = session.scalars(
-                select(VersionRow).where(VersionRow.derived_from_id == version_id).order_by(VersionRow.number)
+            rows = session.execute(
+                select(VersionRow, ArtifactRow.name)
+                .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
+                .where(VersionRow.derived_from_id == version_id)
+                .order_by(VersionRow.id)
             ).all()
-            return [_record(version.artifact_name, row) for row in rows]
+            return [_record(name, row) for row, name in rows]
 
     def find_by_label(self, label: str, stage: str) -> VersionRecord | None:
         """The newest version with this layout label (session id, validated id, production id)."""

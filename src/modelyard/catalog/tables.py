@@ -282,3 +282,40 @@ class JobDefinitionRow(Base):
     definition_json: Mapped[str] = mapped_column(Text)
     created_by: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class JobRow(Base):
+    """A training job submitted to the queue, and where it stands (queued, running, succeeded,
+    failed, cancelled, timed_out). A worker claims a queued job with a conditional update, keeps
+    `heartbeat_at` fresh and `lease_expires_at` ahead of it; a running job whose lease expired
+    lost its worker and is failed, never run again."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_status", "status", "id"),
+        Index("ix_jobs_submitted_by", "submitted_by", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    definition_json: Mapped[str] = mapped_column(Text)
+    definition_id: Mapped[int | None] = mapped_column(
+        ForeignKey("job_definitions.id", ondelete="RESTRICT", name="fk_jobs_definition")
+    )
+    artifact_name: Mapped[str] = mapped_column(String(200))
+    training_config_hash: Mapped[str] = mapped_column(String(64))
+    submitted_by: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text, default="")
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    run_dir: Mapped[str | None] = mapped_column(Text)
+    registered_json: Mapped[str] = mapped_column(Text, default="[]")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(200))

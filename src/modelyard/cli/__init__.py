@@ -17,12 +17,14 @@ from modelyard.cli import (
     bundle,
     demo,
     deploy,
+    jobs,
     lifecycle,
     maintenance,
     marketplace,
     models,
     register,
     server,
+    train,
     training,
     transfer,
 )
@@ -60,7 +62,9 @@ transfer.install(app)
 deploy.install(app)
 bundle.install(app)
 server.install(app)
+train.install(app)
 training.install(app)
+jobs.install(app)
 maintenance.install(app)
 demo.install(app)
 

@@ -1,4 +1,4 @@
-"""`modelyard demo`: a short end-to-end walk on the embedded default (SQLite + local store)."""
+"""`modelyard demo`: the end-to-end walk on the embedded default (SQLite + local store)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from modelyard.cli._common import HomeOpt, open_registry
 
 
 def demo_command(home: HomeOpt = None) -> None:
-    """Generate a small training output, register it (twice), show, verify, export it, and take it
-    through validation to a production release."""
+    """Train the built-in model from a learning form, register it and its int8 model, validate,
+    promote and approve them, deploy to a local fleet, verify, and print the status matrix."""
     from modelyard.demo import run_demo
 
     def say(line: str) -> None:

@@ -5,7 +5,11 @@
 
 * ``run``: ``{"kind": "builtin", "trainer": NAME}`` (a trainer built into the job runner) or
   ``{"kind": "command", "argv": [...], "workdir": "/abs/path", "env": {"NAME": "value"}}``;
-* ``executor``: ``local`` (the default) or the name of a fleet node that runs the job;
+* ``executor``: ``local`` (one process on this machine, the default) or ``torchrun`` (DDP through
+  ``torch.distributed.run``: ``nproc_per_node`` processes on this machine, or on each of the fleet
+  nodes ``nodes`` names, started over SSH and meeting at the first node's c10d rendezvous);
+* ``pass_flags``: append the form's fields to the command as ``--flag value`` (off by default: a
+  script that does not declare them would fail; the job file and environment carry them anyway);
 * ``quantization_mode`` (seed 000 section 4): ``none``, ``post-training`` (quantize after
   training: the default for a quantized form) or ``quantization-aware`` (QAT). It must agree with
   the form: a quantized artifact needs post-training or quantization-aware, an unquantized one
@@ -17,7 +21,7 @@
 
 `define_job` checks the form as `preview` does (the registry's vocabulary), and stores the
 definition with the artifact name and training_config_hash it produces, who saved it and when.
-Definitions are immutable; running them is a later issue.
+Definitions are immutable; `modelyard.training.runner.run_job` runs one.
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ _NO_NUL = r"^[^\x00]*$"
 _NODE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"  # as a fleet file's node names
 
 QuantizationMode = Literal["none", "post-training", "quantization-aware"]
+Executor = Literal["local", "torchrun"]
+EXECUTORS: tuple[str, ...] = ("local", "torchrun")
+MAX_NPROC_PER_NODE = 64
+MAX_NODES = 64
+NodeName = Annotated[str, Field(pattern=_NODE_NAME)]
 Argument = Annotated[str, Field(min_length=1, max_length=131_072, pattern=_NO_NUL)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
 EnvValue = Annotated[str, Field(max_length=131_072, pattern=_NO_NUL)]
@@ -152,10 +161,33 @@ class JobDefinition(LearningForm):
         description="An optional unique label for the definition (letters, digits, '.', '_', '@', '-'; at most 100).",
     )
     run: Run = Field(description="What to run: a built-in trainer or a command.")
-    executor: str = Field(
+    executor: Executor = Field(
         default="local",
-        pattern=_NODE_NAME,
-        description="Where the job runs: local (this machine) or the name of a fleet node.",
+        description=(
+            "How the job runs: local (one process on this machine) or torchrun (DDP: nproc_per_node processes on "
+            "this machine, or on each fleet node of nodes)."
+        ),
+    )
+    nproc_per_node: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_NPROC_PER_NODE,
+        description=f"Processes per node for the torchrun executor, 1 to {MAX_NPROC_PER_NODE}; local runs one.",
+    )
+    nodes: list[NodeName] = Field(
+        default_factory=list,
+        max_length=MAX_NODES,
+        description=(
+            "Fleet node names (the fleet file's) for a multi-node torchrun job, each once; the first hosts the c10d "
+            "rendezvous. Empty: this machine."
+        ),
+    )
+    pass_flags: bool = Field(
+        default=False,
+        description=(
+            "Append the form's fields to the command as --flag value (a list field repeats its singular flag). "
+            "Off by default: the job file (MODELYARD_JOB_FILE) carries them."
+        ),
     )
     quantization_mode: QuantizationMode | None = Field(
         default=None,
@@ -207,6 +239,22 @@ class JobDefinition(LearningForm):
             )
         if privacy_level is not None and privacy_level != "dp" and value is not None:
             raise ValueError(f"dp parameters apply only with privacy_level dp, not {privacy_level}")
+        return value
+
+    @field_validator("nproc_per_node")
+    @classmethod
+    def _several_processes_need_torchrun(cls, value: int, info: ValidationInfo) -> int:
+        if value != 1 and info.data.get("executor") == "local":
+            raise ValueError("nproc_per_node above 1 needs executor torchrun (local runs one process)")
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes_need_torchrun(cls, value: builtins.list[str], info: ValidationInfo) -> builtins.list[str]:
+        if value and info.data.get("executor") == "local":
+            raise ValueError("nodes needs executor torchrun (a local job runs on this machine)")
+        if len(set(value)) != len(value):
+            raise ValueError("nodes lists a node twice")
         return value
 
     def form(self) -> LearningForm:

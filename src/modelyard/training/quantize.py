@@ -37,6 +37,7 @@ __all__ = ["INT8_FILE", "QUANTIZATION_METRICS", "QuantizeResult", "post_training
 
 INT8_FILE = "model_int8.pt"
 QUANTIZATION_METRICS = "quantization.json"
+TRAINING_METRICS = "training_metrics.json"
 SAMPLE_COUNT = 32
 SAMPLE_SEED = 0
 SUPPORTED = (
@@ -59,6 +60,10 @@ class QuantizeResult:
     float_output_max_abs: float  # the float outputs' largest magnitude, for scale
     input_shape: tuple[int, ...]
     quantized_modules: int  # nn.Linear layers now int8 (0 when TorchScript does not say)
+    # A built-in trainer's validation set, scored by both models (None for TorchScript).
+    float_val_accuracy: float | None = None
+    int8_val_accuracy: float | None = None
+    int8_val_loss: float | None = None
 
     @property
     def size_ratio(self) -> float:
@@ -130,7 +135,8 @@ def _quantize_builtin(run_dir: Path, source: Path, target: Path) -> QuantizeResu
     import torch
 
     from modelyard.training.builtin import ARCHITECTURE_KEY, STATE_KEY, load_model, read_model_file, trainer
-    from modelyard.training.builtin.layers import quantize_dynamic_int8, quiet_quantization
+    from modelyard.training.builtin.layers import int8_tensors, quantize_dynamic_int8
+    from modelyard.training.builtin.train import evaluate
 
     saved = read_model_file(_readable(source))
     architecture = dict(saved[ARCHITECTURE_KEY])
@@ -142,11 +148,13 @@ def _quantize_builtin(run_dir: Path, source: Path, target: Path) -> QuantizeResu
     chosen = trainer(str(architecture["trainer"]))
     model = load_model(source)
     quantized = quantize_dynamic_int8(model)
-    _, (val_inputs, _) = chosen.make_data(dict(architecture["args"]))
+    _, (val_inputs, val_targets) = chosen.make_data(dict(architecture["args"]))
     inputs = val_inputs[:SAMPLE_COUNT]
     difference, scale = _difference(model, quantized, inputs)
-    with quiet_quantization():
-        state = quantized.state_dict()
+    with torch.no_grad():
+        _, float_accuracy = evaluate(model, val_inputs, val_targets)
+        int8_loss, int8_accuracy = evaluate(quantized, val_inputs, val_targets)
+    state = int8_tensors(quantized)
     architecture["quantized"] = "dynamic-int8"
     torch.save({ARCHITECTURE_KEY: architecture, STATE_KEY: state}, target)
     return QuantizeResult(
@@ -159,6 +167,9 @@ def _quantize_builtin(run_dir: Path, source: Path, target: Path) -> QuantizeResu
         float_output_max_abs=scale,
         input_shape=tuple(inputs.shape),
         quantized_modules=_count_quantized(quantized),
+        float_val_accuracy=float_accuracy,
+        int8_val_accuracy=int8_accuracy,
+        int8_val_loss=int8_loss,
     )
 
 
@@ -272,6 +283,7 @@ def _write_outputs(run_dir: Path, out_dir: Path, result: QuantizeResult, torch_v
         "torch_version": torch_version,
     }
     write_json(out_dir / "metrics" / QUANTIZATION_METRICS, report)
+    write_json(out_dir / "metrics" / TRAINING_METRICS, _int8_training_metrics(run_dir, result))
     config = run_dir / "config.yaml"
     if config.is_file():
         shutil.copyfile(config, out_dir / "config.yaml")
@@ -285,6 +297,22 @@ def _write_outputs(run_dir: Path, out_dir: Path, result: QuantizeResult, torch_v
         "Details: `metrics/quantization.json`.\n"
     )
     (out_dir / "README.md").write_text(readme, encoding="utf-8")
+
+
+def _int8_training_metrics(run_dir: Path, result: QuantizeResult) -> dict[str, Any]:
+    """The float run's training metrics (the training this model comes from) and the int8 model's
+    own figures, so validation gates can judge the quantized model: quantized_val_accuracy,
+    quantized_val_loss, max_abs_diff, size_ratio."""
+    source = run_dir / "metrics" / TRAINING_METRICS
+    metrics: dict[str, Any] = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else {}
+    figures = {
+        "quantized_val_accuracy": result.int8_val_accuracy,
+        "quantized_val_loss": result.int8_val_loss,
+        "float_val_accuracy": result.float_val_accuracy,
+        "max_abs_diff": result.max_abs_diff,
+        "size_ratio": round(result.size_ratio, 6),
+    }
+    return metrics | {key: value for key, value in figures.items() if value is not None}
 
 
 def _first_line(exc: BaseException) -> str:

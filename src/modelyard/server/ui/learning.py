@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from modelyard.access import Principal
 from modelyard.errors import ModelyardError
 from modelyard.registry import Registry
+from modelyard.training.builtin import TRAINERS
 from modelyard.training.form import LearningForm, Preview, form_choices, preview
 from modelyard.training.jobs import (
     QUANTIZATION_MODES,
@@ -269,7 +270,15 @@ def job_section() -> Section:
             (("", ("builtin", "command")),),
             blank=None,
         ),
-        FormField("trainer", "Built-in trainer", BuiltinRun.model_fields["trainer"].description or "", "text", False),
+        FormField(
+            "trainer",
+            "Built-in trainer",
+            BuiltinRun.model_fields["trainer"].description or "",
+            "select",
+            False,
+            (("", tuple(TRAINERS)),),
+            blank=None,
+        ),
         FormField(
             "argv",
             "Command",
@@ -278,7 +287,25 @@ def job_section() -> Section:
             False,
         ),
         FormField("workdir", "Working directory", CommandRun.model_fields["workdir"].description or "", "text", False),
-        FormField("executor", "Executor", fields["executor"].description or "", "text", False),
+        FormField(
+            "executor",
+            "Executor",
+            fields["executor"].description or "",
+            "select",
+            False,
+            (("", ("local", "torchrun")),),
+            blank=None,
+        ),
+        FormField(
+            "nproc_per_node",
+            "Processes per node",
+            fields["nproc_per_node"].description or "",
+            "number",
+            False,
+            minimum=1,
+            maximum=64,
+        ),
+        FormField("nodes", "Fleet nodes", fields["nodes"].description or "", "list", False),
         FormField(
             "quantization_mode",
             "Quantization mode",
@@ -298,7 +325,7 @@ def job_section() -> Section:
 
 
 def job_initial_values() -> dict[str, str]:
-    return {"run_kind": "builtin", "trainer": "ddp", "executor": "local", "timeout_seconds": "86400"}
+    return {"run_kind": "builtin", "trainer": "tiny-classifier", "executor": "local", "timeout_seconds": "86400"}
 
 
 def job_data(values: Mapping[str, str]) -> dict[str, Any]:
@@ -326,6 +353,11 @@ def job_data(values: Mapping[str, str]) -> dict[str, Any]:
     data["run"] = run
     if text("executor"):
         data["executor"] = text("executor")
+    if text("nproc_per_node"):
+        data["nproc_per_node"] = _as_number(text("nproc_per_node"), integer=True)
+    nodes = [node.strip() for node in text("nodes").replace("\n", ",").split(",") if node.strip()]
+    if nodes:
+        data["nodes"] = nodes
     if text("quantization_mode"):
         data["quantization_mode"] = text("quantization_mode")
     dp = {name: _as_number(text(f"dp_{name}"), integer=False) for name in DP_FIELDS if text(f"dp_{name}")}

@@ -167,6 +167,9 @@ def catalog_results(request: Request) -> Response:
 def _catalog(request: Request) -> dict[str, Any]:
     registry = registry_of(request)
     chosen = {name: (request.query_params.get(name) or "").strip() for name in CATALOG_FILTERS}
+    _check_choice(chosen, "type", MODEL_TYPES)
+    _check_choice(chosen, "stage", STAGES)
+    _check_choice(chosen, "node_type", get_args(NodeType))
     filters = ListFilters(
         search=chosen["q"] or None,
         model_type=chosen["type"] or None,
@@ -187,6 +190,13 @@ def _catalog(request: Request) -> dict[str, Any]:
         "stages": STAGES,
         "node_types": get_args(NodeType),
     }
+
+
+def _check_choice(chosen: dict[str, str], name: str, allowed: tuple[str, ...]) -> None:
+    """A select's value from a hand-written URL: an unknown one is refused, not silently matched by nothing."""
+    value = chosen[name]
+    if value and value not in allowed:
+        raise InvalidInputError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}", field=name)
 
 
 # -- an artifact ----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +39,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 PAGE_SIZE = 25
 CSRF_FIELD = "csrf_token"
 # Paths the UI owns: their errors render as pages, not as the API's JSON bodies.
-UI_PREFIXES = ("/login", "/logout", "/artifacts", "/fleet", "/train", "/ui/")
+UI_PREFIXES = ("/login", "/logout", "/artifacts", "/fleet", "/train", "/jobs", "/ui/")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -323,14 +323,26 @@ def install_error_pages(app: FastAPI) -> None:
 
 
 def _login_required(request: Request, exc: LoginRequired) -> Response:
-    url = url_with("/login", {"next": exc.next_path if request.method == "GET" else None, "ended": exc.ended or None})
+    ended = "1" if exc.ended else None  # the login page shows its "session ended" notice for ended=1
     if request.headers.get("hx-request"):
+        # A partial (/ui/catalog, the form's preview) is no page to come back to: the page showing it is.
+        url = url_with("/login", {"next": _page_of(request.headers.get("hx-current-url")), "ended": ended})
         response = Response(status_code=401, headers={"HX-Redirect": url})
     else:
+        url = url_with("/login", {"next": exc.next_path if request.method == "GET" else None, "ended": ended})
         response = redirect(url)
     if exc.ended:
         response.delete_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+def _page_of(url: str | None) -> str | None:
+    """The local path and query of the URL htmx says the browser shows (never another site)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    path = f"{parts.path}?{parts.query}" if parts.query else parts.path
+    return safe_next(path) if path.startswith("/") else None
 
 
 def _page_or(original: Handler | None) -> Callable[[Request, Exception], Awaitable[Response]]:

@@ -166,7 +166,13 @@ def load_model(path: Path) -> nn.Module:
     post-training int8 model_int8.pt of `modelyard.training.quantize`, in eval mode."""
     import torch
 
-    from modelyard.training.builtin.layers import convert_int8, prepare_qat, quantize_dynamic_int8, quiet_quantization
+    from modelyard.training.builtin.layers import (
+        convert_int8,
+        load_int8_tensors,
+        prepare_qat,
+        quantize_dynamic_int8,
+        quiet_quantization,
+    )
 
     saved = read_model_file(path)
     architecture = saved[ARCHITECTURE_KEY]
@@ -178,6 +184,12 @@ def load_model(path: Path) -> nn.Module:
         model = convert_int8(prepare_qat(model))
     elif architecture.get("quantized") == "dynamic-int8":  # written by modelyard.training.quantize
         model = quantize_dynamic_int8(model)
+        try:
+            load_int8_tensors(model, saved[STATE_KEY])
+        except ValueError as exc:
+            message = f"its int8 weights do not fit the {chosen.NAME} it describes: {exc}"
+            raise InvalidModelFileError(message, path=path) from None
+        return model.eval()
     with quiet_quantization():
         try:
             model.load_state_dict(saved[STATE_KEY])

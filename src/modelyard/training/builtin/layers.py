@@ -79,6 +79,61 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
         return quantized
 
 
+def int8_tensors(quantized: nn.Module) -> dict[str, torch.Tensor]:
+    """A dynamically quantized model's weights as plain tensors: each int8 linear layer as
+    ``weight`` (int8), ``weight_scale``, ``weight_zero_point`` and ``bias``; every other parameter
+    and buffer as it is. Unlike its state_dict (packed parameters, opaque script objects) this is a
+    mapping of names to tensors that safetensors, the registry's inspection and promotion read."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    tensors: dict[str, torch.Tensor] = {}
+    packed: list[str] = []
+    for name, module in quantized.named_modules():
+        if isinstance(module, DynamicLinear):
+            prefix = f"{name}." if name else ""
+            weight = module.weight()  # type: ignore[no-untyped-call]
+            tensors[f"{prefix}weight"] = weight.int_repr()
+            tensors[f"{prefix}weight_scale"] = torch.tensor(weight.q_scale(), dtype=torch.float64)
+            tensors[f"{prefix}weight_zero_point"] = torch.tensor(weight.q_zero_point(), dtype=torch.int64)
+            bias = module.bias()  # type: ignore[no-untyped-call]
+            if bias is not None:
+                tensors[f"{prefix}bias"] = bias.detach().clone()
+            packed.append(prefix)
+    with quiet_quantization():
+        for key, value in quantized.state_dict().items():
+            if isinstance(value, torch.Tensor) and not any(key.startswith(prefix) for prefix in packed):
+                tensors[key] = value
+    return tensors
+
+
+def load_int8_tensors(quantized: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Put `int8_tensors` back into a freshly quantized model of the same architecture; ValueError
+    naming the first tensor that is missing or left over."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    remaining = dict(tensors)
+    packed: list[str] = []
+    for name, module in quantized.named_modules():
+        if not isinstance(module, DynamicLinear):
+            continue
+        prefix = f"{name}." if name else ""
+        try:
+            values = remaining.pop(f"{prefix}weight")
+            scale = float(remaining.pop(f"{prefix}weight_scale"))
+            zero_point = int(remaining.pop(f"{prefix}weight_zero_point"))
+        except KeyError as absent:
+            raise ValueError(f"no tensor {absent.args[0]}") from None
+        # Dequantize and quantize again with the same scale: the integers come back exactly.
+        weight = torch.quantize_per_tensor((values.float() - zero_point) * scale, scale, zero_point, torch.qint8)
+        module.set_weight_bias(weight, remaining.pop(f"{prefix}bias", None))
+        packed.append(prefix)
+    with quiet_quantization():
+        result = quantized.load_state_dict(remaining, strict=False)
+    missing = [key for key in result.missing_keys if not any(key.startswith(prefix) for prefix in packed)]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"tensors missing: {missing[:3]}, not in the model: {result.unexpected_keys[:3]}")
+
+
 class Block(nn.Module):
     """A pre-norm transformer block with causal self-attention."""
 

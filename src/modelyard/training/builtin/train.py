@@ -175,9 +175,15 @@ def _epoch(model: nn.Module, loader: DataLoader[Any], optimizer: torch.optim.Opt
 
 
 @torch.no_grad()
+def evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+    """(loss, accuracy) of `model` on a batch: what the trainers log as val_loss and val_accuracy."""
+    return _evaluate(model, inputs, targets)
+
+
 def _evaluate(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
     model.eval()
-    outputs = model(inputs)
+    with torch.no_grad():
+        outputs = model(inputs)
     accuracy = (outputs.argmax(dim=-1) == targets).float().mean()
     return float(loss_of(outputs, targets)), float(accuracy)
 
