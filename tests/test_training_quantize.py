@@ -50,7 +50,19 @@ def test_builtin_run_quantizes_smaller_and_close(tmp_path: Path) -> None:
         "checkpoints/model_int8.pt",
         "config.yaml",
         "metrics/quantization.json",
+        "metrics/training_metrics.json",
     ]
+    # The training this model comes from, and the int8 model's own figures for validation gates.
+    metrics = json.loads((out / "metrics" / "training_metrics.json").read_text())
+    trained = json.loads((run_dir / "metrics" / "training_metrics.json").read_text())
+    assert {key: metrics[key] for key in trained} == trained
+    assert metrics["max_abs_diff"] == result.max_abs_diff and metrics["size_ratio"] == round(result.size_ratio, 6)
+    assert result.int8_val_accuracy is not None and metrics["quantized_val_accuracy"] == result.int8_val_accuracy
+    assert abs(result.int8_val_accuracy - (result.float_val_accuracy or 0)) < 0.1
+    # Stored as plain tensors (int8 weights with their scales), never packed script objects.
+    saved = torch.load(out / "checkpoints" / "model_int8.pt", weights_only=True)["state_dict"]
+    assert all(isinstance(value, torch.Tensor) for value in saved.values())
+    assert saved["head.linear.weight"].dtype == torch.int8 and "head.linear.weight_scale" in saved
     report = json.loads((out / "metrics" / "quantization.json").read_text())
     assert report["float_bytes"] == (run_dir / "checkpoints" / "model.pt").stat().st_size
     assert report["int8_bytes"] == (out / "checkpoints" / "model_int8.pt").stat().st_size

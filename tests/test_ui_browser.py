@@ -521,7 +521,10 @@ def test_the_learning_form_saves_a_job_definition(browser: Browser, site: Site, 
     assert record["training_config_hash"] == GPT_HASH
     assert record["created_by"] == "trainer-user"
     definition = record["definition"]
-    assert definition["timeout_seconds"] == 3600 and definition["run"] == {"kind": "builtin", "trainer": "ddp"}
+    assert definition["timeout_seconds"] == 3600 and definition["run"] == {
+        "kind": "builtin",
+        "trainer": "tiny-classifier",
+    }
     assert definition["quantize"] == "int8" and definition["max_seq_length"] == 1024
 
 
@@ -534,7 +537,7 @@ def test_a_viewer_cannot_save_a_job_definition(browser: Browser, site: Site, ses
     save = page.locator("button:has-text('Save job definition')")
     expect(save).to_be_disabled()
     expect(page.locator("#save-why")).to_contain_text("needs the admin or trainer role")
-    fields: dict[str, str | float | bool] = {**VISION_INPUT, "run_kind": "builtin", "trainer": "ddp"}
+    fields: dict[str, str | float | bool] = {**VISION_INPUT, "run_kind": "builtin", "trainer": "tiny-classifier"}
     forced = page.request.post(site.url + "/train", form={**fields, "csrf_token": _csrf(page)})
     assert forced.status == 403 and "jobs.submit" in forced.text()
     assert len(site.api("/training/definitions")) == before

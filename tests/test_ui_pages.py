@@ -148,7 +148,7 @@ def test_a_form_without_the_sessions_csrf_token_is_refused_and_changes_nothing(s
 @pytest.mark.parametrize(
     ("role", "path", "fields"),
     [
-        ("trainer", "/train", {**VISION_FORM, "run_kind": "builtin", "trainer": "ddp"}),
+        ("trainer", "/train", {**VISION_FORM, "run_kind": "builtin", "trainer": "tiny-classifier"}),
         ("viewer", "/ui/train/preview", VISION_FORM),
         ("approver", f"/artifacts/{NAME}/versions/2/alias", {"alias": "champion"}),
         ("approver", f"/artifacts/{NAME}/versions/2/promote", {"to": "production", "semver": "1.0.0"}),

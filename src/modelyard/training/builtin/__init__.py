@@ -170,7 +170,6 @@ def load_model(path: Path) -> nn.Module:
         convert_int8,
         load_int8_tensors,
         prepare_qat,
-        quantize_dynamic_int8,
         quiet_quantization,
     )
 
@@ -183,9 +182,8 @@ def load_model(path: Path) -> nn.Module:
         torch.backends.quantized.engine = engine
         model = convert_int8(prepare_qat(model))
     elif architecture.get("quantized") == "dynamic-int8":  # written by modelyard.training.quantize
-        model = quantize_dynamic_int8(model)
         try:
-            load_int8_tensors(model, saved[STATE_KEY])
+            model = load_int8_tensors(model, saved[STATE_KEY])
         except ValueError as exc:
             message = f"its int8 weights do not fit the {chosen.NAME} it describes: {exc}"
             raise InvalidModelFileError(message, path=path) from None

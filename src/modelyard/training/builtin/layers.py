@@ -106,32 +106,37 @@ def int8_tensors(quantized: nn.Module) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def load_int8_tensors(quantized: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Put `int8_tensors` back into a freshly quantized model of the same architecture; ValueError
-    naming the first tensor that is missing or left over."""
+def load_int8_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """The quantized model `int8_tensors` describes, from a fresh float `model` of the same
+    architecture: the other tensors are loaded into the float model, its linear layers quantized,
+    then given the saved int8 weights. ValueError naming what is missing or left over."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    remaining = dict(tensors)
-    packed: list[str] = []
+    linear = [f"{name}." for name, module in model.named_modules() if type(module) is nn.Linear]
+    int8_parts = ("weight", "bias", "weight_scale", "weight_zero_point")
+
+    def of_linear(key: str) -> bool:
+        return any(key.startswith(prefix) and key[len(prefix) :] in int8_parts for prefix in linear)
+
+    result = model.load_state_dict({k: v for k, v in tensors.items() if not of_linear(k)}, strict=False)
+    missing = [key for key in result.missing_keys if not of_linear(key)]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"tensors missing: {missing[:3]}, not in the model: {result.unexpected_keys[:3]}")
+    quantized = quantize_dynamic_int8(model)
     for name, module in quantized.named_modules():
         if not isinstance(module, DynamicLinear):
             continue
         prefix = f"{name}." if name else ""
         try:
-            values = remaining.pop(f"{prefix}weight")
-            scale = float(remaining.pop(f"{prefix}weight_scale"))
-            zero_point = int(remaining.pop(f"{prefix}weight_zero_point"))
+            values = tensors[f"{prefix}weight"]
+            scale = float(tensors[f"{prefix}weight_scale"])
+            zero_point = int(tensors[f"{prefix}weight_zero_point"])
         except KeyError as absent:
             raise ValueError(f"no tensor {absent.args[0]}") from None
         # Dequantize and quantize again with the same scale: the integers come back exactly.
         weight = torch.quantize_per_tensor((values.float() - zero_point) * scale, scale, zero_point, torch.qint8)
-        module.set_weight_bias(weight, remaining.pop(f"{prefix}bias", None))
-        packed.append(prefix)
-    with quiet_quantization():
-        result = quantized.load_state_dict(remaining, strict=False)
-    missing = [key for key in result.missing_keys if not any(key.startswith(prefix) for prefix in packed)]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"tensors missing: {missing[:3]}, not in the model: {result.unexpected_keys[:3]}")
+        module.set_weight_bias(weight, tensors.get(f"{prefix}bias"))
+    return quantized
 
 
 class Block(nn.Module):
