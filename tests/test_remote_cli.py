@@ -271,3 +271,39 @@ def test_deployments_run_on_the_server_with_its_fleet(remote: Remote, tmp_path: 
     viewer = remote.server.key("viewer", name="vic")
     refused = remote("deploy", "push", "plan.json", key=viewer)
     assert refused.returncode == 11 and "deploy" in refused.stderr
+
+
+def test_a_training_run_registers_itself_on_the_server_through_the_zip_upload(remote: Remote) -> None:
+    pytest.importorskip("torch")
+    trainer = remote.server.key("trainer", name="tess")
+    trained = remote(
+        "train",
+        "--builtin",
+        "tiny-classifier",
+        "--component",
+        "vision",
+        "--base-model",
+        "tiny-mlp",
+        "--task",
+        "classification",
+        "--epochs",
+        "2",
+        "--quantize",
+        "int8",
+        "--json",
+        key=trainer,
+    )
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
+    assert json.loads(trained.stdout)["registered"] == [
+        "vision-tiny-mlp-classification-v1@1",
+        "vision-tiny-mlp-classification-int8-v1@1",
+    ]
+    # On the server: registered by the key's owner from the upload ZIP, the int8 model linked to its float one.
+    shown = remote("show", "vision-tiny-mlp-classification-int8-v1@1").stdout
+    assert "by tess" in shown and ".zip (uploaded by tess)" in shown
+    lineage = json.loads(remote("lineage", "vision-tiny-mlp-classification-int8-v1@1", "--json").stdout)
+    assert [step["ref"] for step in lineage] == [
+        "vision-tiny-mlp-classification-int8-v1@1",
+        "vision-tiny-mlp-classification-v1@1",
+    ]
+    assert not list(remote.cwd.glob("runs/*.zip"))  # the upload ZIP is not left behind

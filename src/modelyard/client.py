@@ -716,6 +716,7 @@ def _upload_options(options: RegisterOptions, source: Path) -> dict[str, Any]:
             "config": mapping(options.config, "training config"),
             "metrics": mapping(options.metrics, "metrics"),
             "inspect": None if options.inspect else False,
+            "derived_from": options.lifecycle.derived_from if options.lifecycle is not None else None,
         }
     )
 

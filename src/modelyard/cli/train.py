@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
 import typer
 
-from modelyard.cli._common import HomeOpt, JsonOpt, open_registry, print_json
+from modelyard.cli._common import HomeOpt, JsonOpt, open_registry_or_server, print_json
 from modelyard.errors import InvalidInputError, ModelyardError
 from modelyard.training.form import LearningForm
 
@@ -162,7 +162,7 @@ def train_command(
     )
     _apply_run(data, builtin, command)
     definition = _definition(data, job_file)
-    with open_registry(home) as registry:
+    with open_registry_or_server(home) as registry:
         if dry_run:
             _print_preview(definition, registry, json_output)
             return

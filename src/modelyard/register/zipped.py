@@ -295,3 +295,20 @@ def _entry_time(info: zipfile.ZipInfo) -> float:
 def _entry_error(zip_path: str, name: str, problem: str) -> InvalidInputError:
     shown = name.replace("\x00", "\\x00")
     return InvalidInputError(f"entry {shown!r} {problem}", path=zip_path, field="zip")
+
+
+def write_upload_zip(run_dir: Path, zip_path: Path) -> Path:
+    """Seed 000's upload ZIP of a run directory (its `artifact_manifest.json` inside): every file
+    `register DIR` would store, under one top-level directory named after the run. Weights are
+    stored, text is deflated. Returns `zip_path`."""
+    from modelyard.register.scan import scan_source
+
+    tree = scan_source(run_dir)
+    if tree.run_manifest is None:
+        raise InvalidInputError(f"no {MANIFEST_FILENAME} to put in the upload ZIP", path=run_dir)
+    entries = [(f.relpath, Path(f.abspath)) for f in tree.files] + [(MANIFEST_FILENAME, tree.run_manifest)]
+    with zipfile.ZipFile(zip_path, "w", allowZip64=True) as archive:
+        for relpath, source in entries:
+            text = source.suffix.lower() in (".json", ".yaml", ".yml", ".md", ".log", ".txt", ".csv")
+            archive.write(source, f"{tree.run_name}/{relpath}", zipfile.ZIP_DEFLATED if text else zipfile.ZIP_STORED)
+    return zip_path

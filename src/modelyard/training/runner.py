@@ -580,7 +580,7 @@ def register_outputs(
     trained = float_preview or checked
     _finish_manifest(run_dir, trained)
     log.line(f"modelyard: registering {run_dir} as {trained.artifact_name}")
-    first = registry.register(run_dir, RegisterOptions(source_label=f"training job {job_id}"))
+    first = _register(registry, run_dir, RegisterOptions(source_label=f"training job {job_id}"))
     refs = [first.version.ref]
     if float_preview is not None:
         refs.append(_quantize_and_register(registry, checked, run_dir, first.version.ref, job_id, log))
@@ -633,7 +633,23 @@ def _quantize_and_register(
         source_label=f"training job {job_id} (post-training int8)",
         lifecycle=Lifecycle(stage="raw", derived_from=float_ref),
     )
-    return registry.register(out_dir, options).version.ref
+    return _register(registry, out_dir, options).version.ref
+
+
+def _register(registry: Registrar, run_dir: Path, options: RegisterOptions) -> Registration:
+    """Register a run directory: in place on a local registry; on a server, as seed 000's upload
+    ZIP (the run with its manifest inside) through the server's ZIP upload."""
+    from modelyard.register.zipped import write_upload_zip
+
+    upload = getattr(registry, "register_zip", None)
+    if _local_registry(registry) is not None or upload is None:
+        return registry.register(run_dir, options)
+    zip_path = run_dir.with_name(run_dir.name + ".zip")
+    try:
+        registration: Registration = upload(write_upload_zip(run_dir, zip_path), options)
+    finally:
+        zip_path.unlink(missing_ok=True)
+    return registration
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from modelyard.access import Principal
-from modelyard.domain import Registration
+from modelyard.domain import Lifecycle, Registration
 from modelyard.errors import InvalidInputError, PayloadTooLargeError
 from modelyard.manifest import NodeType, Precision, PrivacyLevel
 from modelyard.register.metadata import RegisterOptions
@@ -82,8 +82,15 @@ class UploadOptions(BaseModel):
     config: dict[str, JsonValue] | None = Field(default=None, description="the training config")
     metrics: dict[str, JsonValue] | None = None
     inspect: bool = Field(default=True, description="read model headers (as without --no-inspect)")
+    derived_from: str | None = Field(
+        default=None,
+        max_length=300,
+        pattern=r"^[^@\s]+@[1-9][0-9]*$",
+        description="NAME@N this raw version was made from (an -int8 model quantized from its float one)",
+    )
 
     def to_register_options(self, source_label: str) -> RegisterOptions:
+        lifecycle = Lifecycle(stage="raw", derived_from=self.derived_from) if self.derived_from else None
         return RegisterOptions(
             artifact_name=self.artifact_name,
             precision=self.precision,
@@ -100,6 +107,7 @@ class UploadOptions(BaseModel):
             metrics=self.metrics,
             inspect=self.inspect,
             source_label=source_label,
+            lifecycle=lifecycle,
         )
 
 
