@@ -350,6 +350,8 @@ def test_a_long_catalog_paginates_and_keeps_its_filter(browser: Browser, site: S
 
     page.fill("#q", "filler")
     expect(page.get_by_test_id("result-count")).to_have_text(f"{FILLERS} artifacts")
+    # The search may fire again (input, then change) on a loaded machine: let every swap land first.
+    page.wait_for_load_state("networkidle")
     page.click("a[rel=next]")
     expect(page).to_have_url(site.url + "/?q=filler&page=2")
     assert _catalog_names(page) == [f"filler-{n:02d}-v1" for n in range(25, FILLERS)]
