@@ -385,21 +385,30 @@ class Catalog:
     ) -> list[VersionSummary]:
         """Versions matching the filters, by artifact name then newest version first; one per
         artifact when `latest_only` (its newest version, shown when that version matches)."""
+        order = (ArtifactRow.name, VersionRow.number.desc())
         with self._read() as session:
-            query = self._filtered(filters, latest_only).order_by(ArtifactRow.name, VersionRow.number.desc())
+            # The page's ids first, from narrow rows (SQLite would otherwise sort every matching
+            # row with its manifest and model config); then those rows whole.
+            page = self._filtered(filters, latest_only, VersionRow.id).order_by(*order)
             if limit is not None:
-                query = query.limit(limit).offset(offset)
+                page = page.limit(limit).offset(offset)
+            ids = list(session.scalars(page))
+            if not ids:
+                return []
+            query = self._filtered(ListFilters(), False).where(VersionRow.id.in_(ids)).order_by(*order)
             results = session.execute(query).all()
             return self._summaries(session, results)
 
     def count_versions_matching(self, filters: ListFilters, *, latest_only: bool) -> int:
         with self._read() as session:
-            subquery = self._filtered(filters, latest_only).subquery()
+            subquery = self._filtered(filters, latest_only, VersionRow.id).subquery()
             return int(session.scalar(select(func.count()).select_from(subquery)) or 0)
 
-    def _filtered(self, filters: ListFilters, latest_only: bool) -> Any:
+    def _filtered(self, filters: ListFilters, latest_only: bool, *columns: Any) -> Any:
+        """The versions matching `filters`, as `columns` (default: whole rows for summaries)."""
+        selected = columns or (VersionRow, ArtifactRow.name, ArtifactRow.version_count, ModelEntryRow)
         query = (
-            select(VersionRow, ArtifactRow.name, ArtifactRow.version_count, ModelEntryRow)
+            select(*selected)
             .join(ArtifactRow, ArtifactRow.id == VersionRow.artifact_id)
             .outerjoin(ModelEntryRow, ModelEntryRow.version_id == VersionRow.id)
         )
