@@ -26,7 +26,9 @@ from typing import Any
 import pytest
 
 from conftest import CliResult, RunBuilder
-from modelyard.distribute.bundle import BUNDLE_JSON, FORMAT_VERSION, document_digest, import_bundle, write_bundle
+from modelyard.distribute.bundle import BUNDLE_JSON, FORMAT_VERSION, document_digest
+from modelyard.distribute.bundle_import import import_bundle
+from modelyard.distribute.bundle_write import write_bundle
 from modelyard.domain import VersionRecord
 from modelyard.errors import ConflictError, CorruptionError, InvalidInputError, ModelyardError
 from modelyard.register.metadata import RegisterOptions
@@ -268,7 +270,7 @@ def test_a_killed_write_leaves_only_a_partial_file(source: Source, tmp_path: Pat
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from modelyard.distribute import bundle\n"
+        "from modelyard.distribute import bundle_write as bundle\n"
         "from modelyard.registry import Registry\n"
         "real, count = bundle._add_blob, []\n"
         "def dying(*args):\n"

@@ -547,13 +547,13 @@ class Registry:
     ) -> BundleReport:
         """Write versions (with their lineage, typed configs and blobs) to a bundle for an
         air-gapped registry."""
-        from modelyard.distribute.bundle import write_bundle
+        from modelyard.distribute.bundle_write import write_bundle
 
         return write_bundle(self, references, out, with_lineage=with_lineage, gzip=gzip, force=force)
 
     def import_bundle(self, path: Path) -> ImportReport:
         """Import a bundle, checking every digest before anything becomes visible (twice: a no-op)."""
-        from modelyard.distribute.bundle import import_bundle
+        from modelyard.distribute.bundle_import import import_bundle
 
         return import_bundle(self, path)
 

@@ -33,7 +33,7 @@ def bundle_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Write versions (and their lineage) with their blobs to a bundle for an air-gapped registry."""
-    from modelyard.distribute.bundle import write_bundle
+    from modelyard.distribute.bundle_write import write_bundle
 
     with open_registry(home) as registry:
         report = write_bundle(registry, references, out, with_lineage=not no_lineage, gzip=gzip, force=force)
@@ -64,7 +64,7 @@ def import_bundle_command(
     json_output: JsonOpt = False,
 ) -> None:
     """Import a bundle: every blob is checked against its digest before any version is registered."""
-    from modelyard.distribute.bundle import import_bundle
+    from modelyard.distribute.bundle_import import import_bundle
 
     with open_registry(home) as registry:
         report = import_bundle(registry, path)
