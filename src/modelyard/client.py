@@ -546,7 +546,7 @@ def error_from_response(response: httpx.Response) -> ModelyardError:
         cls = by_status.get(response.status_code, RemoteError)
     error = cls(message, details=details)
     if cls is errors.AuthenticationError:
-        error = cls(f"the registry server refused the API key ({API_KEY_ENV}): {message}", details=details)
+        error = cls(f"the registry refused the API key ({API_KEY_ENV}): {message}", details=details)
     return error
 
 

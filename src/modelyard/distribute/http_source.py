@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 
+from modelyard.client import error_from_response
 from modelyard.distribute.plan import PlannedFile
 from modelyard.distribute.source import REPAIR_BLOCK_SIZE
-from modelyard.errors import AuthenticationError, InvalidInputError, ModelyardError, NotFoundError, RemoteError
+from modelyard.errors import InvalidInputError, ModelyardError, RemoteError
 from modelyard.progress import Progress
 
 API_KEY_ENV = "MODELYARD_API_KEY"
@@ -91,22 +92,8 @@ def _request(
     except httpx.HTTPError as exc:
         raise RemoteError(f"cannot reach the registry at {client.base_url}: {exc}") from None
     if response.status_code >= 400:
-        raise _error(response)
+        raise error_from_response(response)
     return response
-
-
-def _error(response: httpx.Response) -> ModelyardError:
-    try:
-        message = str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:300] or response.reason_phrase
-    if response.status_code == 401:
-        return AuthenticationError(f"the registry refused the API key: {message}")
-    if response.status_code == 404:
-        return NotFoundError(message)
-    if response.status_code in (400, 409, 422):
-        return InvalidInputError(message)
-    return RemoteError(f"the registry answered {response.status_code}: {message}")
 
 
 def _download_blob(client: httpx.Client, digest: str, size: int, target: Path, progress: Progress) -> None:
@@ -147,7 +134,7 @@ def _fetch_into(
         with client.stream("GET", f"/api/v1/blobs/{digest}", headers=headers) as response:
             if response.status_code >= 400:
                 response.read()
-                raise _error(response)
+                raise error_from_response(response)
             if have and not _answers_range(response, have):  # the server sent something else: start over
                 hasher, have = hashlib.sha256(), 0
             with partial.open("ab" if have else "wb") as sink:
