@@ -73,33 +73,17 @@ def create_app(settings: Settings, *, anonymous_read: bool = False) -> FastAPI:
 
 
 def _include_routers(app: FastAPI) -> None:
-    from modelyard.server.api import artifacts
+    """The API routers (one module per noun group), the web UI and the metrics."""
+    from modelyard.server import metrics
+    from modelyard.server.api import admin, artifacts, fleet, jobs, lifecycle, training, transfer, uploads
+    from modelyard.server.ui import jobs as ui_jobs
+    from modelyard.server.ui import routes as ui_routes
 
-    app.include_router(artifacts.router)
-    for module_name in ("uploads", "lifecycle", "fleet", "admin", "training", "transfer", "jobs"):
-        module = _optional(f"modelyard.server.api.{module_name}")
-        if module is not None:
-            app.include_router(module.router)
-    for ui_module in ("routes", "jobs"):
-        ui = _optional(f"modelyard.server.ui.{ui_module}")
-        if ui is not None:
-            ui.install(app)
-    metrics = _optional("modelyard.server.metrics")
-    if metrics is not None:
-        metrics.install(app)
-
-
-def _optional(module_name: str) -> Any:
-    """Routers that other modules add (each noun group in its own module)."""
-    import importlib
-    import importlib.util
-
-    try:
-        if importlib.util.find_spec(module_name) is None:
-            return None
-    except ModuleNotFoundError:
-        return None
-    return importlib.import_module(module_name)
+    for module in (artifacts, uploads, lifecycle, fleet, admin, training, transfer, jobs):
+        app.include_router(module.router)
+    ui_routes.install(app)
+    ui_jobs.install(app)
+    metrics.install(app)
 
 
 def app_from_environment() -> FastAPI:
