@@ -21,7 +21,7 @@ from modelyard.inspect.classify_files import (
     unknown_model,
 )
 from modelyard.inspect.classify_folders import from_diffusers, from_huggingface, from_peft, from_sentence_transformers
-from modelyard.inspect.evidence import MAX_LISTED_FILES, MAX_LISTED_WEIGHTS, Context, Finding, model_root
+from modelyard.inspect.evidence import Context, Finding, model_root
 from modelyard.inspect.hints import Hints
 from modelyard.inspect.tree import ModelTree, join
 from modelyard.inspect.weights import WeightReading, WeightsReport
@@ -29,6 +29,9 @@ from modelyard.modelconfig import (
     CONFIG_CLASSES,
     BaseModelConfig,
 )
+
+MAX_LISTED_FILES = 2000
+MAX_LISTED_WEIGHTS = 500
 
 
 def classify(tree: ModelTree, weights: WeightsReport, hints: Hints) -> BaseModelConfig:

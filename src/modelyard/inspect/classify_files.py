@@ -9,8 +9,6 @@ import re
 from typing import Any
 
 from modelyard.inspect.evidence import (
-    CONFIG_DOCUMENT_SUFFIXES,
-    GENERIC_GRAPH_NAMES,
     Context,
     Finding,
     hint_modality,
@@ -23,6 +21,9 @@ from modelyard.inspect.weights import WeightReading
 from modelyard.modelconfig import (
     TokenizerConfig,
 )
+
+CONFIG_DOCUMENT_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".proto", ".sql", ".xml")
+GENERIC_GRAPH_NAMES = {"main_graph", "torch_jit", "torch-jit-export", "graph", "tf2onnx", "model"}
 
 
 def from_gguf(ctx: Context) -> Finding | None:

@@ -16,11 +16,7 @@ from modelyard.inspect.tree import ModelTree
 from modelyard.inspect.weights import WeightReading, WeightsReport
 
 T = TypeVar("T")
-MAX_LISTED_FILES = 2000
-MAX_LISTED_WEIGHTS = 500
 MARKERS = ("adapter_config.json", "model_index.json", "modules.json", "config.json")
-CONFIG_DOCUMENT_SUFFIXES = (".json", ".yaml", ".yml", ".toml", ".ini", ".cfg", ".conf", ".proto", ".sql", ".xml")
-GENERIC_GRAPH_NAMES = {"main_graph", "torch_jit", "torch-jit-export", "graph", "tf2onnx", "model"}
 _CHECKPOINT_NAME = re.compile(
     r"^(best|latest|last|final|epoch[_-]?\d+|checkpoint[_-]?\d+|step[_-]?\d+|ckpt[_-]?\d+)(\b|_|\.|-)"
 )
